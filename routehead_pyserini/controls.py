@@ -1,0 +1,33 @@
+"""Controls that every effectiveness table carries: a random order of the same candidates.
+
+A re-ranker that does not beat a random permutation of its own candidate list has learned
+nothing; the first-stage run is the other control. The permutation is seeded per query from
+``(seed, qid)``, so it is the same on every machine and independent of query order.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+
+from .trec import Hit, Run
+
+
+def query_rng(seed: int, qid: str) -> random.Random:
+    """A generator seeded from ``seed`` and ``qid`` alone (stable across runs and machines)."""
+    digest = hashlib.sha256(f"{seed}:{qid}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def random_order(run: Run, *, seed: int = 0, top_k: int | None = None) -> Run:
+    """Shuffle the first ``top_k`` hits of each query (all when ``None``); the rest keep their order.
+
+    Scores are rewritten as ``n - rank`` so that every evaluator sees the shuffled order.
+    """
+    shuffled: dict[str, list[Hit]] = {}
+    for qid, hits in run.hits.items():
+        k = len(hits) if top_k is None else min(top_k, len(hits))
+        head = list(hits[:k])
+        query_rng(seed, qid).shuffle(head)
+        ordered = head + list(hits[k:])
+        shuffled[qid] = [Hit(h.docid, float(len(ordered) - i)) for i, h in enumerate(ordered)]
+    return Run(shuffled)

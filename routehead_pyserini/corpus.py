@@ -1,0 +1,48 @@
+"""Document collections in JSONL: BEIR (``_id``, ``title``, ``text``) or Pyserini (``id``, ``contents``).
+
+A :class:`Document` keeps title and text apart; :attr:`Document.contents` is what gets indexed and
+what a re-ranker reads (title, a newline, text — or just whichever is non-empty). Other fields
+(e.g. CACM's ``authors``) are ignored.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .trec import TrecFormatError, iter_jsonl
+
+
+@dataclass(frozen=True)
+class Document:
+    docid: str
+    title: str
+    text: str
+
+    @property
+    def contents(self) -> str:
+        return "\n".join(part for part in (self.title.strip(), self.text.strip()) if part)
+
+    def to_pyserini(self) -> dict[str, str]:
+        """The ``JsonCollection`` form Anserini indexes (``id``, ``contents``)."""
+        return {"id": self.docid, "contents": self.contents}
+
+
+def parse_document(obj: dict) -> Document:
+    """A :class:`Document` from one JSON object of either layout (``KeyError`` when neither fits)."""
+    if "_id" in obj:
+        return Document(str(obj["_id"]), str(obj.get("title") or ""), str(obj.get("text") or ""))
+    if "id" in obj and "contents" in obj:
+        return Document(str(obj["id"]), "", str(obj["contents"] or ""))
+    if "docid" in obj and "text" in obj:
+        return Document(str(obj["docid"]), str(obj.get("title") or ""), str(obj["text"] or ""))
+    raise KeyError("expected '_id' (+ 'title', 'text') or 'id' + 'contents'")
+
+
+def read_corpus(path: str | os.PathLike[str]) -> Iterator[Document]:
+    """Stream the documents of a JSONL corpus, naming file and line on a malformed one."""
+    for line_no, obj, line in iter_jsonl(path):
+        try:
+            yield parse_document(obj)
+        except (KeyError, AttributeError, TypeError) as exc:
+            raise TrecFormatError(path, line_no, f"not a document: {exc}", line) from None

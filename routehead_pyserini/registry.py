@@ -1,0 +1,188 @@
+"""Names for datasets and indexes: ``--index vaswani``, ``--topics scifact``, ``--qrels trec-dl-2019``.
+
+Resolution order for a name given to ``--index``:
+
+1. an existing folder (a Lucene index) is used as it is;
+2. a name in the registry: the built-in ``datasets.yaml`` of this package, overlaid by the user
+   registry (``$ROUTEHEAD_REGISTRY``, default ``~/.config/routehead-pyserini/registry.yaml``).
+   If the entry's index folder does not exist but its corpus does, the index is built once;
+3. a Pyserini prebuilt index name (``msmarco-v1-passage``...), which needs a download. Offline,
+   Pyserini returns ``None``; we raise :class:`IndexNotFoundError` saying how to build or register
+   an index instead.
+
+``--topics``, ``--qrels`` and ``--run`` take a file path or a registry name the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+import yaml
+
+from . import config
+from .files import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_ENV = "ROUTEHEAD_REGISTRY"
+FIELDS = ("corpus", "index", "topics", "qrels", "run")
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class IndexNotFoundError(FileNotFoundError):
+    """An ``--index`` value that is neither a folder, a registered name, nor a reachable prebuilt index."""
+
+
+class RegistryError(ValueError):
+    """A malformed registry file or an unknown name."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered dataset; any field may be missing."""
+
+    name: str
+    corpus: Path | None = None
+    index: Path | None = None
+    topics: Path | None = None
+    qrels: Path | None = None
+    run: Path | None = None
+
+
+def user_registry_path() -> Path:
+    env = os.environ.get(REGISTRY_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "routehead-pyserini" / "registry.yaml"
+
+
+def _load_yaml(path: Path) -> dict[str, dict[str, str]]:
+    if not path.exists():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{path}: expected a mapping of names to entries")
+    for name, entry in raw.items():
+        if not isinstance(entry, dict):
+            raise RegistryError(f"{path}: entry {name!r} must be a mapping with keys {', '.join(FIELDS)}")
+        unknown = set(entry) - set(FIELDS)
+        if unknown:
+            raise RegistryError(f"{path}: entry {name!r} has unknown keys {sorted(unknown)}; allowed: {', '.join(FIELDS)}")
+    return raw
+
+
+def load_registry(data_dir: str | os.PathLike[str] | None = None) -> dict[str, Entry]:
+    """Built-in entries overlaid by the user's, with ``${data_dir}``-style variables expanded."""
+    variables = {
+        "data_dir": str(config.data_dir(data_dir)),
+        "cache_dir": str(config.cache_dir()),
+        "package_dir": str(PACKAGE_DIR),
+    }
+    merged: dict[str, dict[str, str]] = {}
+    for path in (PACKAGE_DIR / "datasets.yaml", user_registry_path()):
+        for name, entry in _load_yaml(path).items():
+            merged.setdefault(str(name), {}).update(entry)
+    entries = {}
+    for name, fields in merged.items():
+        expanded = {
+            key: Path(Template(str(value)).safe_substitute(variables)).expanduser()
+            for key, value in fields.items()
+            if value is not None
+        }
+        entries[name] = Entry(name=name, **expanded)
+    return entries
+
+
+def register(name: str, **paths: str | os.PathLike[str]) -> Path:
+    """Add or update ``name`` in the user registry (written atomically); returns the registry path."""
+    unknown = set(paths) - set(FIELDS)
+    if unknown:
+        raise RegistryError(f"unknown registry fields {sorted(unknown)}")
+    path = user_registry_path()
+    current = _load_yaml(path)
+    entry = current.setdefault(name, {})
+    entry.update({key: str(Path(value).resolve()) for key, value in paths.items() if value is not None})
+    atomic_write_text(path, yaml.safe_dump(current, sort_keys=True))
+    return path
+
+
+def lookup(name: str, field: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The path a command should read for ``name``: the file itself, or the registry entry's ``field``."""
+    if Path(name).expanduser().exists():
+        return Path(name).expanduser()
+    entries = load_registry(data_dir)
+    entry = entries.get(name)
+    if entry is None:
+        known = ", ".join(sorted(n for n, e in entries.items() if getattr(e, field) is not None))
+        raise RegistryError(f"{name!r} is neither an existing file nor a registered name with a {field} (known: {known})")
+    value = getattr(entry, field)
+    if value is None:
+        raise RegistryError(f"registry entry {name!r} has no {field}")
+    if not value.exists():
+        raise FileNotFoundError(f"registry entry {name!r}: {field} {value} does not exist (data directory: {config.data_dir(data_dir)}; set --data-dir or ${config.DATA_DIR_ENV})")
+    return value
+
+
+def resolve_index(
+    name: str, data_dir: str | os.PathLike[str] | None = None, *, build_missing: bool = True, progress: bool = True
+) -> Path:
+    """An index folder for ``name`` (see the module docstring for the order tried)."""
+    as_path = Path(name).expanduser()
+    if as_path.is_dir():
+        return as_path
+    entry = load_registry(data_dir).get(name)
+    if entry is not None and entry.index is not None:
+        if entry.index.is_dir() and (entry.index / "routehead-index.json").exists():
+            from .index import index_is_stale
+
+            if entry.corpus is None or not index_is_stale(entry.index, entry.corpus):
+                return entry.index
+        if entry.corpus is not None and entry.corpus.exists() and build_missing:
+            from .index import build_index
+
+            logger.info("Building index %r from %s (first use)", name, entry.corpus)
+            build_index(entry.corpus, entry.index, overwrite=True, progress=progress)
+            return entry.index
+        if entry.index.is_dir():
+            return entry.index
+        raise IndexNotFoundError(
+            f"Index {name!r} is registered at {entry.index}, which does not exist, and its corpus "
+            f"{entry.corpus} is missing (data directory: {config.data_dir(data_dir)})."
+        )
+    return _prebuilt_index(name)
+
+
+def _prebuilt_index(name: str) -> Path:
+    """Pyserini's prebuilt index ``name`` (downloaded to Pyserini's cache), or a clear error."""
+    hint = (
+        f"Build one from a JSONL corpus and register the name:\n"
+        f"  routehead-pyserini index --corpus corpus.jsonl --index indexes/{name} --name {name}\n"
+        f"or pass an index folder to --index. `routehead-pyserini datasets` lists the registered names."
+    )
+    if "/" in name or os.sep in name:
+        raise IndexNotFoundError(f"Index folder {name} does not exist. {hint}")
+    from .jvm import ensure_jvm
+
+    ensure_jvm()
+    from pyserini.prebuilt_index_info import TF_INDEX_INFO
+    from pyserini.util import download_prebuilt_index
+
+    if name not in TF_INDEX_INFO:
+        raise IndexNotFoundError(f"{name!r} is not an index folder, a registered name, or a Pyserini prebuilt Lucene index. {hint}")
+    # Pyserini prints its download attempts; they go to stdout, so keep them off it.
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            return Path(download_prebuilt_index(name, verbose=False))
+        except Exception as exc:  # offline: every mirror fails and Pyserini raises (ValueError, URLError...)
+            raise IndexNotFoundError(
+                f"{name!r} is a Pyserini prebuilt index, but it could not be downloaded (offline?): {str(exc).rstrip('.')}. {hint}"
+            ) from exc

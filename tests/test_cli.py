@@ -1,0 +1,76 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from routehead_pyserini.cli import main
+from routehead_pyserini.demo import DEMO_DATA
+
+
+@pytest.fixture()
+def cli():
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, ["-q", *map(str, args)], catch_exceptions=False)
+
+    return invoke
+
+
+def test_every_command_explains_itself(cli):
+    top = cli("--help")
+    assert top.exit_code == 0
+    commands = [name for name in main.commands]
+    assert {"index", "search", "evaluate", "datasets", "demo"} <= set(commands)
+    for name in commands:
+        result = cli(name, "--help")
+        assert result.exit_code == 0, name
+        assert len(main.commands[name].help or "") > 30, f"{name} needs a real description"
+        for param in main.commands[name].params:
+            if param.param_type_name == "option" and param.name not in {"help"}:
+                assert param.help, f"{name} --{param.name} has no help text"
+
+
+def test_demo_end_to_end(cli, jvm, tmp_path):
+    result = cli("demo", "--output-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "bm25" in result.output and "random-order" in result.output
+    for name in ("bm25", "bm25-k1.2-b0.75", "random-order"):
+        assert (tmp_path / f"{name}.trec").stat().st_size > 0
+    assert (tmp_path / "report.md").read_text().startswith("# Demo")
+
+
+def test_index_search_evaluate_chain(cli, jvm, tmp_path):
+    index_dir, run = tmp_path / "idx", tmp_path / "bm25.trec"
+    assert cli("index", "--corpus", DEMO_DATA / "corpus.jsonl", "--index", index_dir, "--name", "demo-copy").exit_code == 0
+    result = cli("search", "--index", "demo-copy", "--topics", "demo", "--output", run, "--hits", 10)
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and run.exists()
+    out = cli("evaluate", run, "--qrels", "demo", "-m", "nDCG@10", "--format", "json")
+    data = json.loads(out.output)
+    assert data["runs"][0]["name"] == "bm25" and data["runs"][0]["queries"] == 16
+    assert 0 < data["runs"][0]["means"]["nDCG@10"] <= 1
+
+
+def test_evaluate_against_baseline_to_file(cli, shared_data, tmp_path):
+    out_file = tmp_path / "report.md"
+    result = cli("--data-dir", shared_data, "evaluate", "trec-dl-2019", "--qrels", "trec-dl-2019", "-l", 2,
+                 "--top-k", 20, "--format", "markdown", "-o", out_file)
+    assert result.exit_code == 0, result.output
+    assert "0.5058" in out_file.read_text()
+
+
+def test_malformed_run_is_one_clear_line(cli, tmp_path):
+    bad = tmp_path / "bad.trec"
+    bad.write_text("1 Q0 d1 1 1.0 t\n1 Q0 d2 two 0.5 t\n")
+    result = CliRunner().invoke(main, ["evaluate", str(bad), "--qrels", str(DEMO_DATA / "qrels.txt")])
+    assert result.exit_code == 1
+    assert f"Error: {bad}:2: rank 'two' is not a number" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_index_is_one_clear_line(cli, jvm, tmp_path):
+    result = CliRunner().invoke(main, ["search", "--index", str(tmp_path / "none"), "--topics", "demo", "-o", str(tmp_path / "x.trec")])
+    assert result.exit_code == 1
+    assert "does not exist" in result.output and "routehead-pyserini index" in result.output
+    assert not (tmp_path / "x.trec").exists()

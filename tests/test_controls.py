@@ -1,0 +1,27 @@
+from routehead_pyserini.controls import random_order
+from routehead_pyserini.trec import Hit, Run
+
+
+def _run():
+    return Run({q: [Hit(f"{q}-d{i}", 100.0 - i) for i in range(30)] for q in ("q1", "q2")})
+
+
+def test_random_order_is_a_seeded_permutation_of_the_top_k():
+    run = _run()
+    shuffled = random_order(run, seed=7, top_k=20)
+    again = random_order(run, seed=7, top_k=20)
+    other = random_order(run, seed=8, top_k=20)
+    for qid in run:
+        ids = [h.docid for h in shuffled[qid]]
+        assert sorted(ids[:20]) == sorted(h.docid for h in run[qid][:20])
+        assert ids[20:] == [h.docid for h in run[qid][20:]]
+        assert ids != [h.docid for h in run[qid]]
+        assert all(a.score > b.score for a, b in zip(shuffled[qid], shuffled[qid][1:]))
+    assert shuffled.hits == again.hits
+    assert shuffled.hits != other.hits
+
+
+def test_permutation_does_not_depend_on_query_order():
+    run = _run()
+    reversed_run = Run(dict(reversed(list(run.hits.items()))))
+    assert random_order(run, seed=1)["q2"] == random_order(reversed_run, seed=1)["q2"]
