@@ -41,22 +41,21 @@ def _setup_logging(level: str, quiet: bool, log_file: str | None) -> None:
         force=True,
     )
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every fallback at INFO
+    if quiet:
+        import os
+
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar
 
 
 class FriendlyGroup(click.Group):
     """Turn the package's expected errors into one clear line and exit status 2, not a traceback."""
 
     def invoke(self, ctx: click.Context):
-        from .index import IndexBuildError
-        from .jvm import JVMError
-        from .registry import IndexNotFoundError, RegistryError
-        from .trec import TrecFormatError
-        from .evaluate import MeasureError
+        from .errors import UserError
 
-        expected = (JVMError, IndexNotFoundError, RegistryError, TrecFormatError, IndexBuildError, MeasureError, FileNotFoundError)
         try:
             return super().invoke(ctx)
-        except expected as exc:
+        except (UserError, FileNotFoundError) as exc:
             logger.debug("failed", exc_info=True)
             raise click.ClickException(str(exc)) from exc
 
@@ -78,6 +77,7 @@ def main(ctx: click.Context, data_dir: Path | None, log_level: str, log_file: st
 
     \b
     First stage:  index, search
+    Second stage: rerank, analyze-heads
     Evaluation:   evaluate, random-order (control)
     Registry:     datasets (names usable for --index/--topics/--qrels/--run)
     Demo:         demo (index + BM25 + evaluation on the embedded collection)
@@ -199,6 +199,144 @@ def _run_names(given: tuple[str, ...], paths: list[Path]) -> list[str]:
     """Short unique names: file stems, or the given strings where stems collide."""
     stems = [p.name[: -len(".trec")] if p.name.endswith(".trec") else p.stem for p in paths]
     return stems if len(set(stems)) == len(stems) else list(given)
+
+
+# --------------------------------------------------------------------------------------------
+# Options shared by every command that scores candidates with attention heads
+
+_SCORING_OPTIONS = [
+    click.option("--run", "run_name", required=True, help="First-stage TREC run (a path or a registry name with a run)."),
+    click.option("--index", "index_name", default=None, help="Index folder or registry name to fetch document text from (stored raw)."),
+    click.option("--corpus", default=None, help="JSONL corpus to fetch document text from, instead of --index."),
+    click.option("--candidates", default=None, type=click.Path(exists=True, dir_okay=False), help="JSONL with qid, query, docid, text per line (e.g. DL19's bm25_top100.jsonl): text and queries in one file."),
+    click.option("--topics", default=None, help="Topics (file or registry name) [default: the --index name's topics, or the queries in --candidates]."),
+    click.option("--model", default="smollm2-135m", show_default=True, help="smollm2-135m, gemma3-270m, a Hugging Face name, a local folder or a .gguf file."),
+    click.option("--top-k", default=20, show_default=True, help="Score the first K candidates; the rest keep their order below."),
+    click.option("--order", type=click.Choice(["bm25", "reversed"]), default="bm25", show_default=True, help="Prompt order: first-stage rank 1 first (ICR) or last (nearest the query)."),
+    click.option("--doc-max-tokens", default=256, show_default=True, help="Truncate each document to this many tokens (counted)."),
+    click.option("--max-context", default=None, type=int, help="Token budget of one prompt; longer lists are split into windows [default: the model's context]."),
+    click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1..."),
+    click.option("--dtype", default="float32", show_default=True, help="float32 (CPU), bfloat16 or float16 (GPU)."),
+    click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Score cache folder [default: <cache dir>/scores]."),
+    click.option("--on-missing", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="A candidate without text: fail, or keep it unscored below the scored ones (counted)."),
+    click.option("--sample", default=None, type=int, help="Only a fixed random sample of this many queries (chosen by --seed and qid alone)."),
+    click.option("--seed", default=0, show_default=True, help="Seed of --sample."),
+]
+
+
+def scoring_options(command):
+    for option in reversed(_SCORING_OPTIONS):
+        command = option(command)
+    return command
+
+
+@dataclass
+class ScoringJob:
+    """What the scoring options resolve to: a re-ranker and its inputs."""
+
+    reranker: object
+    run: object
+    topics: dict
+    texts: object
+    top_k: int
+    on_missing: str
+
+
+def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = True) -> ScoringJob:
+    from .controls import sample_queries
+    from .registry import lookup
+    from .rerank import PromptSettings, Reranker
+    from .trec import read_run
+
+    sources = [opts[k] for k in ("index_name", "corpus", "candidates") if opts[k]]
+    if len(sources) != 1:
+        raise click.UsageError("give exactly one of --index, --corpus, --candidates for document text")
+    run = read_run(lookup(opts["run_name"], "run", obj.data_dir))
+    if opts["sample"] is not None:
+        run = sample_queries(run, opts["sample"], seed=opts["seed"])
+    texts, topic_map = _text_source(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
+    settings = PromptSettings(doc_max_tokens=opts["doc_max_tokens"] or None, max_context=opts["max_context"], order=opts["order"])
+    reranker = Reranker(opts["model"], heads, settings=settings, device=opts["device"], dtype=opts["dtype"],
+                        cache=(opts["cache_dir"] or True) if cache else False)
+    logger.info("scoring with %s", reranker.describe())
+    return ScoringJob(reranker, run, topic_map, texts, opts["top_k"], opts["on_missing"])
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@scoring_options
+@click.option("--heads", default="all", show_default=True, help="'all' (ICR), 'layer.head' pairs like '14.3,15.0', or a head-set file.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Re-ranked TREC run to write (atomically).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the per-head score cache (no resume).")
+@click.option("--run-tag", default=None, help="Last column of the run [default: routehead-<model>].")
+@click.pass_obj
+def rerank(obj: Context, heads: str, output: Path, no_cache: bool, run_tag: str | None, **opts) -> None:
+    """Re-rank a first-stage run with attention heads of a frozen LLM and write a TREC run.
+
+    Per query, the top-K candidates and the query go into one ICR prompt (documents first, query
+    last); each candidate's score is the attention its tokens get from the query tokens, minus the
+    attention they get from the content-free query "N/A", summed over the chosen heads. Per-head
+    scores are cached, so a rerun (or another --heads) costs no model time and an interrupted job
+    resumes where it stopped.
+    """
+    from .trec import write_run
+
+    job = _scoring_job(obj, opts, heads, cache=not no_cache)
+    reranked, stats = job.reranker.rerank_run(job.run, job.topics, job.texts, top_k=job.top_k, on_missing=job.on_missing, progress=obj.progress)
+    write_run(reranked, output, tag=run_tag or f"routehead-{Path(opts['model']).name}")
+    click.echo(f"wrote {output}: {stats.summary()}")
+
+
+# --------------------------------------------------------------------------------------------
+@main.command("analyze-heads")
+@scoring_options
+@click.option("--qrels", required=True, help="Qrels file or registry name.")
+@click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the runs, heads.json and report.md.")
+@click.option("--folds", default=5, show_default=True, help="Cross-validation folds for the best single head.")
+@click.option("-l", "--relevance-level", default=1, show_default=True, help="trec_eval -l for the binary measures of the report.")
+@click.pass_obj
+def analyze_heads(obj: Context, qrels: str, output_dir: Path, folds: int, relevance_level: int, **opts) -> None:
+    """What single heads can do, from the per-head score cache (one forward pass per query, reused).
+
+    Writes and evaluates, against the first-stage run: a random order of the same candidates; all
+    heads (ICR); the best single head chosen by cross-validation over queries (never on the query
+    it ranks); the per-query oracle (each query's own best head: an upper bound, not a method);
+    and the oracle's null (the same oracle over scores shuffled among each query's candidates).
+    """
+    from .head_analysis import analyze
+    from .registry import lookup
+    from .trec import read_qrels
+
+    job = _scoring_job(obj, opts)
+    judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))
+    report = analyze(job.reranker, job.run, job.topics, job.texts, judgements, output_dir, top_k=job.top_k,
+                     on_missing=job.on_missing, folds=folds, relevance_level=relevance_level, progress=obj.progress)
+    click.echo(report, nl=False)
+
+
+def _text_source(obj: Context, index_name, corpus, candidates, topics):
+    """Document text and topics for ``rerank`` from whichever source was given."""
+    from .corpus import Document, read_corpus
+    from .registry import lookup, resolve_index
+    from .rerank import DictTexts
+    from .search import DocumentStore
+    from .trec import TrecFormatError, iter_jsonl, read_topics
+
+    topic_map = read_topics(lookup(topics, "topics", obj.data_dir)) if topics else None
+    if candidates:
+        docs, queries = {}, {}
+        for line_no, row, line in iter_jsonl(candidates):
+            if "docid" not in row or "text" not in row:
+                raise TrecFormatError(candidates, line_no, "a candidate needs 'docid' and 'text' (and 'qid', 'query')", line)
+            docs[str(row["docid"])] = Document(str(row["docid"]), str(row["text"]), str(row.get("title") or ""))
+            if "qid" in row and "query" in row:
+                queries[str(row["qid"])] = str(row["query"])
+        return DictTexts(docs, candidates), topic_map or queries
+    if corpus:
+        path = lookup(corpus, "corpus", obj.data_dir)
+        return DictTexts({d.docid: d for d in read_corpus(path)}, str(path)), topic_map or read_topics(lookup(corpus, "topics", obj.data_dir))
+    index_dir = resolve_index(index_name, obj.data_dir, progress=obj.progress)
+    return DocumentStore(index_dir), topic_map or read_topics(lookup(index_name, "topics", obj.data_dir))
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,3 +31,16 @@ def random_order(run: Run, *, seed: int = 0, top_k: int | None = None) -> Run:
         ordered = head + list(hits[k:])
         shuffled[qid] = [Hit(h.docid, float(len(ordered) - i)) for i, h in enumerate(ordered)]
     return Run(shuffled)
+
+
+def sample_queries(run: Run, n: int, *, seed: int = 0) -> Run:
+    """A fixed sample of ``n`` queries of ``run`` (kept in run order), chosen by ``(seed, qid)`` alone.
+
+    Each qid gets a key from :func:`query_rng`; the ``n`` smallest keys are kept, so a query's
+    membership does not depend on the other queries' order, and a larger ``n`` is a superset.
+    """
+    if n >= len(run):
+        return run
+    keys = {qid: query_rng(seed, qid).random() for qid in run.hits}
+    keep = set(sorted(keys, key=lambda q: (keys[q], q))[:n])
+    return Run({qid: hits for qid, hits in run.hits.items() if qid in keep})

@@ -15,9 +15,11 @@ from .trec import TrecFormatError, iter_jsonl
 
 @dataclass(frozen=True)
 class Document:
+    """A document: an id, its text and an optional title (empty for MS MARCO passages)."""
+
     docid: str
-    title: str
     text: str
+    title: str = ""
 
     @property
     def contents(self) -> str:
@@ -31,11 +33,11 @@ class Document:
 def parse_document(obj: dict) -> Document:
     """A :class:`Document` from one JSON object of either layout (``KeyError`` when neither fits)."""
     if "_id" in obj:
-        return Document(str(obj["_id"]), str(obj.get("title") or ""), str(obj.get("text") or ""))
+        return Document(str(obj["_id"]), str(obj.get("text") or ""), str(obj.get("title") or ""))
     if "id" in obj and "contents" in obj:
-        return Document(str(obj["id"]), "", str(obj["contents"] or ""))
+        return Document(str(obj["id"]), str(obj["contents"] or ""))
     if "docid" in obj and "text" in obj:
-        return Document(str(obj["docid"]), str(obj.get("title") or ""), str(obj["text"] or ""))
+        return Document(str(obj["docid"]), str(obj["text"] or ""), str(obj.get("title") or ""))
     raise KeyError("expected '_id' (+ 'title', 'text') or 'id' + 'contents'")
 
 

@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .trec import Qrels, Run
+from .errors import UserError
 
 
-class MeasureError(ValueError):
+class MeasureError(UserError, ValueError):
     """An unknown or malformed measure name."""
 
 

@@ -22,13 +22,14 @@ from tqdm import tqdm
 from .corpus import read_corpus
 from .files import atomic_write_text
 from .jvm import ensure_jvm
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "routehead-index.json"
 
 
-class IndexBuildError(RuntimeError):
+class IndexBuildError(UserError, RuntimeError):
     """The corpus could not be indexed (duplicate ids, an existing target, ...)."""
 
 

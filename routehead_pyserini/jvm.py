@@ -20,6 +20,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ HEAP_ENV = "ROUTEHEAD_JAVA_HEAP"
 DEFAULT_HEAP = "4g"
 
 
-class JVMError(RuntimeError):
+class JVMError(UserError, RuntimeError):
     """The JVM (or the Java runtime it needs) could not be started."""
 
 

@@ -52,6 +52,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Protocol, Sequence, Union, runtime_checkable
 
+from .corpus import Document
+from .errors import UserError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -85,7 +88,7 @@ _UNKNOWN_CONTEXT = 1_000_000
 _BLOCK_SEP = "\n\n"
 
 
-class PromptBuildError(ValueError):
+class PromptBuildError(UserError, ValueError):
     """The prompt cannot be built consistently (e.g. the tokenizer merges the query into the prefix)."""
 
 
@@ -96,15 +99,6 @@ class PromptTooLongError(PromptBuildError):
 # --------------------------------------------------------------------------------------------------
 # Documents
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Document:
-    """A candidate document: an id, its text and an optional title (empty for MS MARCO passages)."""
-
-    docid: str
-    text: str
-    title: str = ""
 
 
 @runtime_checkable

@@ -26,6 +26,7 @@ import yaml
 
 from . import config
 from .files import atomic_write_text
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,11 @@ FIELDS = ("corpus", "index", "topics", "qrels", "run")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-class IndexNotFoundError(FileNotFoundError):
+class IndexNotFoundError(UserError, FileNotFoundError):
     """An ``--index`` value that is neither a folder, a registered name, nor a reachable prebuilt index."""
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError, ValueError):
     """A malformed registry file or an unknown name."""
 
 

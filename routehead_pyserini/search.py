@@ -17,11 +17,12 @@ from tqdm import tqdm
 from .corpus import Document, parse_document
 from .jvm import ensure_jvm
 from .trec import Hit, Run
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
 
-class UnknownDocumentError(KeyError):
+class UnknownDocumentError(UserError, KeyError):
     """A docid that the index does not hold."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
@@ -84,7 +85,7 @@ class DocumentStore:
         try:
             return parse_document(json.loads(raw))
         except (json.JSONDecodeError, KeyError):
-            return Document(docid, "", raw)
+            return Document(docid, raw)
 
     def __len__(self) -> int:
         return int(self._searcher.num_docs)

@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .files import atomic_open
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 
 
-class TrecFormatError(ValueError):
+class TrecFormatError(UserError, ValueError):
     """A malformed line in a TREC-style file; the message names the file and the line number."""
 
     def __init__(self, path: PathLike, line_no: int, message: str, line: str | None = None):

@@ -74,3 +74,29 @@ def test_missing_index_is_one_clear_line(cli, jvm, tmp_path):
     assert result.exit_code == 1
     assert "does not exist" in result.output and "routehead-pyserini index" in result.output
     assert not (tmp_path / "x.trec").exists()
+
+
+def test_rerank_and_analyze_heads_on_the_demo(cli, jvm, smollm2, demo_index, tmp_path):
+    """The real SmolLM2 through the CLI: two demo queries, top-4; the analysis reuses the cache."""
+    bm25 = tmp_path / "bm25.trec"
+    assert cli("search", "--index", demo_index, "--topics", "demo", "-o", bm25, "--hits", 6).exit_code == 0
+    common = ["--run", bm25, "--index", demo_index, "--topics", "demo", "--top-k", 4, "--sample", 2, "--cache-dir", tmp_path / "cache"]
+    out = tmp_path / "icr.trec"
+    result = cli("rerank", *common, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "2 queries, 8 documents re-ranked; 0 queries from the score cache" in result.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == 12 and all(line.endswith("routehead-smollm2-135m") for line in lines)
+    again = cli("rerank", *common, "--heads", "20.1,25.3", "-o", tmp_path / "two-heads.trec")
+    assert "2 queries from the score cache" in again.output
+    analysis = cli("analyze-heads", *common, "--qrels", "demo", "--folds", 2, "-o", tmp_path / "analysis")
+    assert analysis.exit_code == 0, analysis.output
+    for name in ("bm25", "random-order", "icr-all-heads", "best-single-head-cv", "oracle-head", "oracle-head-null"):
+        assert name in analysis.output
+        assert (tmp_path / "analysis" / f"{name}.trec").exists()
+    assert (tmp_path / "analysis" / "icr-all-heads.trec").read_text() == out.read_text().replace("routehead-smollm2-135m", "icr-all-heads")
+
+
+def test_rerank_needs_one_text_source(cli, tmp_path):
+    result = CliRunner().invoke(main, ["rerank", "--run", "x", "-o", str(tmp_path / "o.trec")])
+    assert result.exit_code != 0 and "exactly one of --index, --corpus, --candidates" in result.output

@@ -1,4 +1,4 @@
-from routehead_pyserini.controls import random_order
+from routehead_pyserini.controls import random_order, sample_queries
 from routehead_pyserini.trec import Hit, Run
 
 
@@ -25,3 +25,12 @@ def test_permutation_does_not_depend_on_query_order():
     run = _run()
     reversed_run = Run(dict(reversed(list(run.hits.items()))))
     assert random_order(run, seed=1)["q2"] == random_order(reversed_run, seed=1)["q2"]
+
+
+def test_sample_queries_is_fixed_and_nested():
+    run = Run({f"q{i}": [Hit("d", 1.0)] for i in range(50)})
+    ten, twenty = sample_queries(run, 10, seed=3), sample_queries(run, 20, seed=3)
+    assert len(ten) == 10 and set(ten.hits) <= set(twenty.hits)
+    assert ten.qids() == [q for q in run.qids() if q in ten.hits]
+    assert sample_queries(run, 10, seed=3).hits == ten.hits and sample_queries(run, 10, seed=4).hits != ten.hits
+    assert sample_queries(run, 99) is run

@@ -12,7 +12,7 @@ def test_both_layouts(tmp_path):
         '{"_id": "c", "title": "", "text": "No title", "authors": "x"}\n'
     )
     docs = list(read_corpus(path))
-    assert docs == [Document("a", "Title", "Body."), Document("b", "", "Only contents"), Document("c", "", "No title")]
+    assert docs == [Document("a", "Body.", "Title"), Document("b", "Only contents"), Document("c", "No title")]
     assert docs[0].contents == "Title\nBody."
     assert docs[2].to_pyserini() == {"id": "c", "contents": "No title"}
 

@@ -1,0 +1,285 @@
+"""Second stage: re-rank candidate lists with attention heads, one query or a whole TREC run.
+
+For each query, the top-``k`` candidates of the first-stage run become one ICR prompt (several
+when they do not fit the context: see :func:`.prompt.build_windows`), the scorer returns per-head
+scores (:mod:`.scoring`), the :class:`.cache.ScoreCache` stores them, and a head set
+(:mod:`.heads`) sums them into one score per document.
+
+Ordering rules of the written run:
+
+- the top-``k`` candidates are sorted by their new score, ties broken by first-stage rank;
+- candidates below ``k`` (and, with ``on_missing="skip"``, candidates whose text is missing) keep
+  their first-stage order below the re-ranked ones, with scores below the lowest re-ranked score;
+- so every evaluator, trec_eval included, sees exactly this order, and the same inputs give the
+  same bytes.
+
+Prompt order (``order``): ``bm25`` lists the first-stage rank 1 first, farthest from the query
+(the ICR layout); ``reversed`` puts it last, nearest the query. With small models the position of
+a passage moves its attention more than its content does, so the order is part of the settings
+(and of the cache key).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .cache import QueryScores, ScoreCache, entry_key
+from .corpus import Document
+from .errors import UserError
+from .heads import HeadSet, aggregate, parse_heads
+from .prompt import DEFAULT_DOC_MAX_TOKENS, as_document, build_windows
+from .scoring import score_prompt
+from .search import UnknownDocumentError
+from .trec import Hit, Run
+
+logger = logging.getLogger(__name__)
+
+ORDERS = ("bm25", "reversed")
+
+
+class RerankError(UserError, ValueError):
+    """Inputs that do not fit together (a run query without topic text, ...)."""
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """Everything about the prompt that changes the scores (part of the cache key)."""
+
+    doc_max_tokens: int | None = DEFAULT_DOC_MAX_TOKENS
+    max_context: int | None = None  # None: the model's context length
+    order: str = "bm25"
+    chat_template: bool = True
+
+    def __post_init__(self):
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
+
+
+class TextSource(Protocol):
+    """Where document text comes from: an index (:class:`.search.DocumentStore`) or a dict."""
+
+    def get(self, docid: str) -> Document: ...
+
+
+class DictTexts:
+    """Document text from an in-memory mapping (a corpus file or a candidates file)."""
+
+    def __init__(self, docs: Mapping[str, Document], origin: str = "the corpus"):
+        self.docs, self.origin = docs, origin
+
+    def get(self, docid: str) -> Document:
+        try:
+            return self.docs[docid]
+        except KeyError:
+            raise UnknownDocumentError(f"document {docid!r} is not in {self.origin}") from None
+
+
+@dataclass
+class RerankStats:
+    """What a run re-ranking did (reported by the CLI and logged)."""
+
+    queries: int = 0
+    reranked_docs: int = 0
+    cached_queries: int = 0
+    windowed_queries: int = 0
+    truncated_docs: int = 0
+    missing_docs: int = 0
+    seconds_scoring: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.queries} queries, {self.reranked_docs} documents re-ranked; {self.cached_queries} queries from the "
+            f"score cache; {self.windowed_queries} needed several prompt windows; {self.truncated_docs} documents "
+            f"truncated; {self.missing_docs} missing documents skipped; {self.seconds_scoring:.1f} s of model time"
+        )
+
+
+@dataclass(frozen=True)
+class RankedDocument:
+    """One result of :meth:`Reranker.rank`."""
+
+    docid: str
+    score: float
+    rank: int
+    text: str = field(repr=False, default="")
+
+
+class Reranker:
+    """Attention-head re-ranker over a frozen causal LM.
+
+    >>> reranker = Reranker("smollm2-135m")                       # doctest: +SKIP
+    >>> reranker.rank("how long do fleas live", ["Fleas live ...", "Cats ..."])  # doctest: +SKIP
+    [RankedDocument(docid='0', score=..., rank=1), ...]
+
+    ``model``: a name for :func:`.models.load_model` or an already loaded ``LoadedModel``.
+    ``heads``: ``None``/``"all"`` (ICR), ``"L.H,L.H"``, a head-set file, or a :class:`.heads.HeadSet`.
+    ``cache``: ``True`` (default cache folder), a folder, or ``False``.
+    """
+
+    def __init__(
+        self,
+        model="smollm2-135m",
+        heads: HeadSet | str | None = None,
+        *,
+        settings: PromptSettings = PromptSettings(),
+        device: str = "cpu",
+        dtype: str = "float32",
+        cache: bool | str = True,
+    ):
+        from .models import LoadedModel, load_model
+
+        self.model = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+        self.head_set = heads if isinstance(heads, HeadSet) else parse_heads(heads)
+        self.head_set.check_shape(self.model.spec.shape)
+        self.settings = settings
+        self.max_context = settings.max_context or self.model.spec.max_context
+        self.cache = None
+        if cache:
+            self.cache = ScoreCache(self.model.fingerprint, settings, None if cache is True else cache)
+
+    # ---------------------------------------------------------------------------------------
+    def score(self, query: str, docs: Sequence[Document], qid: str = "query") -> QueryScores:
+        """Per-head scores of ``docs`` (first-stage order) for ``query``, from the cache when stored."""
+        mask = self.head_set.mask(self.model.spec.shape)
+        entry = entry_key(qid, query, [d.docid for d in docs], [d.title + "\n" + d.text for d in docs])
+        if self.cache is not None:
+            cached = self.cache.get(entry, mask)
+            if cached is not None:
+                cached.info["from_cache"] = True
+                return cached
+        scores = self._compute(qid, query, docs, None if self.head_set.is_all else mask)
+        if self.cache is not None:
+            self.cache.put(entry, scores)
+        return scores
+
+    def _compute(self, qid: str, query: str, docs: Sequence[Document], mask: torch.Tensor | None) -> QueryScores:
+        started = time.perf_counter()
+        spec = self.model.spec
+        in_prompt = list(range(len(docs)))
+        if self.settings.order == "reversed":
+            in_prompt.reverse()
+        windows = build_windows(
+            self.model.tokenizer,
+            query,
+            [docs[i] for i in in_prompt],
+            max_context=self.max_context,
+            doc_max_tokens=self.settings.doc_max_tokens,
+            chat_template=self.settings.chat_template and spec.has_chat_template,
+        )
+        n = len(docs)
+        query_t = torch.full((*spec.shape, n), float("nan"))
+        calib_t = query_t.clone()
+        window_size = torch.zeros(n, dtype=torch.int32)
+        computed = None
+        truncated = tokens = 0
+        for prompt in windows:
+            head_scores = score_prompt(self.model, prompt, heads=mask)
+            computed = head_scores.computed
+            targets = [in_prompt[i] for i in prompt.doc_indices]
+            query_t[:, :, targets] = head_scores.query
+            calib_t[:, :, targets] = head_scores.calib
+            window_size[targets] = len(targets)
+            truncated += prompt.truncated_docs
+            tokens += prompt.prefix_len + len(prompt.query_suffix_ids) + len(prompt.calib_suffix_ids)
+        if computed is None:
+            computed = torch.zeros(spec.shape, dtype=torch.bool) if mask is None else mask.clone()
+        info = {"windows": len(windows), "truncated_docs": truncated, "tokens": tokens,
+                "seconds": round(time.perf_counter() - started, 3)}
+        return QueryScores(qid, [d.docid for d in docs], query_t, calib_t, computed, window_size, info)
+
+    # ---------------------------------------------------------------------------------------
+    def rank(self, query: str, docs: Sequence[Document | str | tuple[str, str]]) -> list[RankedDocument]:
+        """Re-rank ``docs`` (strings, ``(docid, text)`` pairs or :class:`Document`) for ``query``."""
+        documents = [Document(str(i), d) if isinstance(d, str) else as_document(d, i) for i, d in enumerate(docs)]
+        if not documents:
+            return []
+        values = aggregate(self.score(query, documents).calibrated, self.head_set).tolist()
+        order = sorted(range(len(documents)), key=lambda i: (-values[i], i))
+        return [RankedDocument(documents[i].docid, values[i], r + 1, documents[i].text) for r, i in enumerate(order)]
+
+    def iter_scores(
+        self,
+        run: Run,
+        topics: Mapping[str, str],
+        texts: TextSource,
+        *,
+        top_k: int = 20,
+        on_missing: str = "error",
+        progress: bool = True,
+        stats: RerankStats | None = None,
+    ) -> Iterator[tuple[str, QueryScores | None, list[Hit]]]:
+        """Per query of ``run``: ``(qid, scores of its top-k candidates with text, the other hits)``.
+
+        ``scores`` is ``None`` when no candidate has text. The other hits are the candidates without
+        text (``on_missing="skip"``) followed by those below ``top_k``, in first-stage order.
+        """
+        if on_missing not in {"error", "skip"}:
+            raise ValueError("on_missing must be 'error' or 'skip'")
+        no_text = [q for q in run if q not in topics]
+        if no_text:
+            raise RerankError(f"{len(no_text)} queries of the run have no topic text (first: {no_text[:5]}); check --topics")
+        stats = stats if stats is not None else RerankStats()
+        for qid in tqdm(run.qids(), desc="rerank", unit="query", disable=not progress):
+            docs, skipped = [], []
+            for hit in run[qid][:top_k]:
+                try:
+                    docs.append(texts.get(hit.docid))
+                except UnknownDocumentError as exc:
+                    if on_missing == "error":
+                        raise UnknownDocumentError(f"query {qid}: {exc} (use --on-missing skip to keep it unscored)") from None
+                    skipped.append(hit)
+            scores = self.score(topics[qid], docs, qid=qid) if docs else None
+            stats.queries += 1
+            stats.missing_docs += len(skipped)
+            stats.reranked_docs += len(docs)
+            if scores is not None:
+                cached = bool(scores.info.get("from_cache"))
+                stats.cached_queries += cached
+                stats.windowed_queries += scores.info.get("windows", 1) > 1
+                stats.truncated_docs += scores.info.get("truncated_docs", 0)
+                stats.seconds_scoring += 0.0 if cached else scores.info.get("seconds", 0.0)
+            yield qid, scores, skipped + list(run[qid][top_k:])
+        if stats.missing_docs:
+            logger.warning("%d candidate documents had no text and were kept unscored below the re-ranked ones", stats.missing_docs)
+
+    def rerank_run(self, run: Run, topics: Mapping[str, str], texts: TextSource, **kwargs) -> tuple[Run, RerankStats]:
+        """Re-rank the top-``top_k`` of every query of ``run`` (keywords as :meth:`iter_scores`)."""
+        stats = RerankStats()
+        out: dict[str, list[Hit]] = {}
+        for qid, scores, rest in self.iter_scores(run, topics, texts, stats=stats, **kwargs):
+            if scores is None:
+                out[qid] = ranked_hits([], [], rest)
+            else:
+                out[qid] = ranked_hits(scores.docids, aggregate(scores.calibrated, self.head_set).tolist(), rest)
+        return Run(out), stats
+
+    def describe(self) -> dict:
+        return {"model": self.model.name, "fingerprint": self.model.fingerprint, "heads": self.head_set.describe(),
+                "settings": asdict(self.settings), "max_context": self.max_context}
+
+
+
+def ranked_hits(docids: Sequence[str], values: Sequence[float], rest: Sequence[Hit] = ()) -> list[Hit]:
+    """``docids`` sorted by ``values`` (ties: given order), then ``rest`` in its order with lower scores.
+
+    Scores come out strictly decreasing **in float32**, the precision trec_eval (and pytrec_eval)
+    reads scores with: scores that tie there are separated by one float32 ulp, because trec_eval
+    would otherwise order tied documents by docid and evaluate another ranking than the one written.
+    """
+    order = sorted(range(len(docids)), key=lambda i: (-values[i], i))
+    ranked = [docids[i] for i in order] + [h.docid for h in rest]
+    raw = [float(values[i]) for i in order]
+    floor = min(raw, default=0.0)
+    raw += [floor - 1.0 - i for i in range(len(rest))]
+    scores = np.asarray(raw, dtype=np.float32)
+    for i in range(1, len(scores)):
+        if scores[i] >= scores[i - 1]:
+            scores[i] = np.nextafter(scores[i - 1], np.float32(-np.inf))
+    return [Hit(docid, float(score)) for docid, score in zip(ranked, scores)]

@@ -1,0 +1,142 @@
+"""Per-head ICR scores: shared-prefix passes, head subsets, early stopping, sliding windows."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from routehead_pyserini.attention import QueryRowRecorder, run_forward
+from routehead_pyserini.scoring import HeadScores, head_mask, score_prompt
+
+TOL = 1e-5
+
+
+def independent_passes(loaded, prompt):
+    """Scores from two full forward passes (prefix + suffix each), no KV cache, our attention."""
+    spec = loaded.spec
+    heads = {layer: list(range(spec.num_heads)) for layer in range(spec.num_layers)}
+    offset = len(prompt.prefix_ids)
+    results = []
+    for suffix, (start, end) in ((prompt.query_suffix_ids, prompt.query_span),
+                                 (prompt.calib_suffix_ids, prompt.calib_span)):
+        recorder = QueryRowRecorder(rows=(offset + start, offset + end), doc_spans=prompt.doc_spans, heads=heads)
+        with torch.inference_mode():
+            run_forward(loaded.base_model, recorder, input_ids=torch.tensor([prompt.prefix_ids + suffix]))
+        results.append(torch.stack([recorder.doc_mass(layer) for layer in range(spec.num_layers)]))
+    return results
+
+
+def count_layer_calls(loaded):
+    """Install pre-hooks counting decoder-layer entries; returns (counts, remove)."""
+    counts = [0] * loaded.spec.num_layers
+    handles = [
+        layer.register_forward_pre_hook(lambda *_args, i=i: counts.__setitem__(i, counts[i] + 1))
+        for i, layer in enumerate(loaded.base_model.layers)
+    ]
+    return counts, lambda: [handle.remove() for handle in handles]
+
+
+def test_shared_prefix_equals_independent_passes(smollm2, smollm2_prompt):
+    """(b) One prefill + two cached suffix passes == two full independent passes, within 1e-5."""
+    scores = score_prompt(smollm2, smollm2_prompt)
+    query, calib = independent_passes(smollm2, smollm2_prompt)
+    assert (scores.query - query).abs().max().item() < TOL
+    assert (scores.calib - calib).abs().max().item() < TOL
+    assert torch.allclose(scores.calibrated(), query - calib, atol=2 * TOL)
+    assert scores.computed.all()
+
+
+def test_head_subset_and_early_stop(smollm2, smollm2_prompt):
+    """(c) A subset gives the all-heads numbers for its heads, NaN elsewhere; layers > 7 never run."""
+    full = score_prompt(smollm2, smollm2_prompt)
+    subset = [(2, 1), (7, 0), (7, 8)]
+    counts, remove = count_layer_calls(smollm2)
+    try:
+        part = score_prompt(smollm2, smollm2_prompt, heads=subset)
+    finally:
+        remove()
+    assert counts == [3] * 8 + [0] * 22  # prefill, query, "N/A" passes; nothing after layer 7
+    for layer, head in subset:
+        assert part.computed[layer, head]
+        assert (part.query[layer, head] - full.query[layer, head]).abs().max().item() < TOL
+        assert (part.calib[layer, head] - full.calib[layer, head]).abs().max().item() < TOL
+    assert part.computed.sum().item() == len(subset)
+    assert torch.isnan(part.query[~part.computed]).all() and torch.isnan(part.calib[~part.computed]).all()
+    assert not torch.isnan(part.query[part.computed]).any()
+
+
+def test_shapes_and_head_selection_tiny(tiny_llama, make_tiny_prompt):
+    """(e) Plumbing on a random Llama: shapes, dtypes, masks, NaN for skipped heads."""
+    prompt = make_tiny_prompt(n_docs=5)
+    scores = score_prompt(tiny_llama, prompt)
+    assert isinstance(scores, HeadScores)
+    assert scores.query.shape == scores.calib.shape == (4, 4, 5) and scores.num_docs == 5
+    assert scores.query.dtype == torch.float32 and scores.query.device.type == "cpu"
+    assert scores.computed.dtype == torch.bool and scores.computed.all()
+    assert torch.all(scores.query >= 0) and torch.all(scores.query.sum(-1) <= 1 + 1e-6)
+
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[1, 2] = True
+    only = score_prompt(tiny_llama, prompt, heads=mask)
+    assert torch.allclose(only.query[1, 2], scores.query[1, 2], atol=TOL)
+    assert torch.isnan(only.query[0]).all() and torch.isnan(only.calibrated()[3]).all()
+
+    none = score_prompt(tiny_llama, prompt, heads=[])
+    assert not none.computed.any() and torch.isnan(none.query).all()
+
+
+def test_head_mask_validation(tiny_llama):
+    spec = tiny_llama.spec
+    assert head_mask(spec, [(0, 0), (3, 3)]).sum().item() == 2
+    with pytest.raises(ValueError, match="outside"):
+        head_mask(spec, [(4, 0)])
+    with pytest.raises(ValueError, match="bool tensor"):
+        head_mask(spec, torch.ones(3, 4, dtype=torch.bool))
+
+
+def test_bad_spans_are_rejected(tiny_llama, make_tiny_prompt):
+    prompt = make_tiny_prompt()
+    prompt.query_span = (2, 2)
+    with pytest.raises(ValueError, match="query span"):
+        score_prompt(tiny_llama, prompt)
+    prompt = make_tiny_prompt()
+    prompt.doc_spans = [(0, len(prompt.prefix_ids) + 1)]
+    with pytest.raises(ValueError, match="document 0"):
+        score_prompt(tiny_llama, prompt)
+
+
+def test_sliding_window_longer_prompt_tiny_gemma3(tiny_gemma3, make_tiny_prompt, eager_doc_mass):
+    """(e) A prefix far longer than the 8-token window: cached passes still equal eager full passes."""
+    assert tiny_gemma3.spec.sliding_layers == (0, 1, 3, 4)
+    prompt = make_tiny_prompt(n_docs=6, doc_len=7, query_len=4)
+    assert len(prompt.prefix_ids) > 5 * 8
+    scores = score_prompt(tiny_gemma3, prompt)
+    query, calib = eager_doc_mass(tiny_gemma3, prompt)
+    assert (scores.query - query).abs().max().item() < TOL
+    assert (scores.calib - calib).abs().max().item() < TOL
+    # Sliding layers cannot see the first document from the query; global layers can.
+    assert torch.all(scores.query[[0, 1, 3, 4], :, 0] == 0)
+    assert torch.all(scores.query[[2, 5], :, 0] > 0)
+    # Stopping inside a sliding layer, before any global layer has run, works too.
+    early = score_prompt(tiny_gemma3, prompt, heads=[(1, 0), (1, 3)])
+    assert torch.allclose(early.query[1, [0, 3]], scores.query[1, [0, 3]], atol=TOL)
+
+
+def test_no_documents(tiny_llama, make_tiny_prompt):
+    prompt = make_tiny_prompt(n_docs=0)
+    scores = score_prompt(tiny_llama, prompt)
+    assert scores.query.shape == (4, 4, 0)
+
+
+@pytest.mark.slow
+def test_gemma3_real_sliding_window(gemma3, eager_doc_mass, make_text_prompt):
+    """The real Gemma 3 270M on a prompt longer than its 512-token window, vs eager attention."""
+    docs = [f"Document number {i} talks about topic {i} " + "and more words " * 12 for i in range(14)]
+    prompt = make_text_prompt(gemma3.tokenizer, docs, " Which document talks about topic 12?")
+    assert len(prompt.prefix_ids) > 600
+    scores = score_prompt(gemma3, prompt)
+    query, calib = eager_doc_mass(gemma3, prompt)
+    assert (scores.query - query).abs().max().item() < TOL
+    assert (scores.calib - calib).abs().max().item() < TOL
+    assert math.isclose(scores.query[0, :, 0].abs().sum().item(), 0.0)  # outside the window
