@@ -12,9 +12,10 @@ Work is shared as much as possible, because a forward pass over the prefix domin
 2. two short suffix passes (query, then "N/A") reuse that cache, record attention rows only for
    the query-text tokens and only for the requested heads, and stop at the same layer.
 
-The first suffix pass runs on a copy of the cache: the passes append to the cache, and
-sliding-window layers drop their oldest entries when they do, so cropping back would not restore
-them. The copy holds only layers up to the stop layer.
+Between the two suffix passes the query suffix is cropped off the cache again. Sliding-window
+layers drop their oldest entries when a suffix is appended, so cropping back would not restore
+them: for models with such layers the first pass runs on a copy of the cache instead (the copy
+holds only the layers up to the stop layer). The prefill runs in chunks (see :func:`_prefill`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ from transformers import DynamicCache
 
 from .attention import ATTN_IMPLEMENTATION, QueryRowRecorder, run_forward
 from .models import LoadedModel, ModelSpec
+
+#: Tokens per prefill chunk (see :func:`_prefill`).
+PREFILL_CHUNK = 1024
 
 
 class ICRPrompt(Protocol):
@@ -110,12 +114,17 @@ def score_prompt(model: LoadedModel, prompt: ICRPrompt, heads: HeadSelection = N
     with torch.inference_mode():
         cache = _prefill(base, prompt.prefix_ids, deepest, device)
         offset = len(prompt.prefix_ids)
-        passes = ((query, prompt.query_suffix_ids, prompt.query_span, copy.deepcopy(cache)),
+        # Sliding-window layers drop old entries when a suffix is appended, so the first pass needs
+        # a copy; without them, cropping the suffix off again is exact and costs no second cache.
+        sliding = bool(spec.sliding_layers)
+        passes = ((query, prompt.query_suffix_ids, prompt.query_span, copy.deepcopy(cache) if sliding else cache),
                   (calib, prompt.calib_suffix_ids, prompt.calib_span, cache))
         for out, suffix_ids, span, pass_cache in passes:
             recorder = QueryRowRecorder(rows=tuple(span), position_offset=offset, doc_spans=list(prompt.doc_spans),
                                         heads=by_layer, stop_at_layer=deepest)
             _run(base, suffix_ids, pass_cache, recorder, offset, device)
+            if not sliding:
+                pass_cache.crop(-len(suffix_ids))
             _collect(recorder, by_layer, out)
     return HeadScores(query=query, calib=calib, computed=selected)
 
@@ -131,11 +140,18 @@ def _collect(recorder: QueryRowRecorder, by_layer: dict[int, list[int]], out: to
         out[layer, layer_heads] = mass
 
 
-def _prefill(base: torch.nn.Module, prefix_ids: Sequence[int], stop_layer: int, device: torch.device) -> DynamicCache:
-    """Fill a KV cache with the prefix, for layers up to ``stop_layer`` only."""
+def _prefill(base: torch.nn.Module, prefix_ids: Sequence[int], stop_layer: int, device: torch.device,
+             chunk: int | None = None) -> DynamicCache:
+    """Fill a KV cache with the prefix, for layers up to ``stop_layer`` only.
+
+    The prefix goes through in chunks of ``chunk`` tokens: whatever an attention kernel
+    materialises is then at most ``heads x chunk x prefix`` instead of ``heads x prefix x prefix``,
+    which bounds peak memory on long candidate lists at no measurable cost in time.
+    """
     cache = DynamicCache(config=base.config)
-    if prefix_ids:
-        _run(base, prefix_ids, cache, QueryRowRecorder(stop_at_layer=stop_layer), 0, device)
+    chunk = chunk or PREFILL_CHUNK
+    for start in range(0, len(prefix_ids), chunk):
+        _run(base, prefix_ids[start:start + chunk], cache, QueryRowRecorder(stop_at_layer=stop_layer), start, device)
     return cache
 
 

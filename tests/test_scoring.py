@@ -140,3 +140,29 @@ def test_gemma3_real_sliding_window(gemma3, eager_doc_mass, make_text_prompt):
     assert (scores.query - query).abs().max().item() < TOL
     assert (scores.calib - calib).abs().max().item() < TOL
     assert math.isclose(scores.query[0, :, 0].abs().sum().item(), 0.0)  # outside the window
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_llama", "tiny_gemma3"])
+def test_chunked_prefill_is_exact(model_fixture, request, make_tiny_prompt, eager_doc_mass, monkeypatch):
+    """Prefill chunks far smaller than the prefix (and than Gemma's 8-token window) change nothing."""
+    from routehead_pyserini import scoring
+
+    model = request.getfixturevalue(model_fixture)
+    prompt = make_tiny_prompt(n_docs=6, doc_len=7, query_len=4)
+    query, calib = eager_doc_mass(model, prompt)
+    for chunk in (3, 8, 13):
+        monkeypatch.setattr(scoring, "PREFILL_CHUNK", chunk)
+        scores = score_prompt(model, prompt)
+        assert (scores.query - query).abs().max().item() < TOL, chunk
+        assert (scores.calib - calib).abs().max().item() < TOL, chunk
+
+
+def test_chunked_prefill_real_model(smollm2, smollm2_prompt, monkeypatch):
+    from routehead_pyserini import scoring
+
+    whole = score_prompt(smollm2, smollm2_prompt)
+    monkeypatch.setattr(scoring, "PREFILL_CHUNK", 16)
+    assert len(smollm2_prompt.prefix_ids) > 3 * 16
+    chunked = score_prompt(smollm2, smollm2_prompt)
+    assert (whole.query - chunked.query).abs().max().item() < TOL
+    assert (whole.calib - chunked.calib).abs().max().item() < TOL
