@@ -95,7 +95,7 @@ class ScoreCache:
     def __init__(self, model_fingerprint: str, settings, root: str | os.PathLike[str] | None = None):
         self.settings = json.loads(_stable_json(settings))
         key = _digest(_stable_json({"format": CACHE_FORMAT, "model": model_fingerprint, "settings": self.settings}))
-        self.folder = Path(root) if root is not None else config.cache_dir() / "scores"
+        self.folder = Path(root) if root is not None else config.score_cache_dir()
         self.folder = self.folder / key
         self.model_fingerprint = model_fingerprint
 

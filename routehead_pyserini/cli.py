@@ -360,17 +360,20 @@ def random_order_cmd(obj: Context, run: str, output: Path, top_k: int | None, se
 # --------------------------------------------------------------------------------------------
 @main.command()
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True, help="Folder for the index, the runs and report.md.")
-@click.option("--hits", default=20, show_default=True, help="BM25 depth (the candidate list a re-ranker would see).")
+@click.option("--hits", default=20, show_default=True, help="BM25 depth: the candidate list the re-ranker sees.")
+@click.option("--model", default="smollm2-135m", show_default=True, help="LLM for the ICR rows; 'none' skips them.")
 @click.pass_obj
-def demo(obj: Context, output_dir: Path, hits: int) -> None:
-    """Run the demo on the embedded collection: index, BM25 search, and an evaluation table.
+def demo(obj: Context, output_dir: Path, hits: int, model: str) -> None:
+    """Run the demo on the embedded collection: index, BM25, ICR re-ranking, evaluation table.
 
-    The table compares BM25 (Pyserini defaults) with BM25 at Lucene's classic parameters and
-    with a random order of the same candidates (the control every table here carries).
+    The table compares BM25 (Pyserini defaults) with BM25 at Lucene's classic parameters, a random
+    order of the same candidates (the control every table here carries), and all-heads attention
+    re-ranking (ICR) with the passages in BM25 order and reversed. The demo collection is a smoke
+    test written for this project, not evidence of effectiveness.
     """
     from .demo import run_demo
 
-    click.echo(run_demo(output_dir, hits=hits, progress=obj.progress), nl=False)
+    click.echo(run_demo(output_dir, hits=hits, model=None if model == "none" else model, progress=obj.progress), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

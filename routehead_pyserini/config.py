@@ -5,7 +5,9 @@ Both are plain settings resolved at call time (no module-level state):
 - data directory: ``--data-dir`` on the CLI, else ``$ROUTEHEAD_DATA_DIR``, else ``../shared/data``
   relative to the working directory (the layout of a checkout beside ``shared/``).
 - cache directory: ``$ROUTEHEAD_CACHE_DIR``, else ``$XDG_CACHE_HOME/routehead-pyserini``, else
-  ``~/.cache/routehead-pyserini``. Converted model weights and per-head score caches go there.
+  ``~/.cache/routehead-pyserini``. Converted model weights (``models/``), indexes built from
+  registered corpora (``indexes/``) and per-head score caches (``scores/``, or
+  ``$ROUTEHEAD_SCORE_CACHE_DIR``) go there.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 DATA_DIR_ENV = "ROUTEHEAD_DATA_DIR"
 CACHE_DIR_ENV = "ROUTEHEAD_CACHE_DIR"
+SCORE_CACHE_ENV = "ROUTEHEAD_SCORE_CACHE_DIR"
 DEFAULT_DATA_DIR = Path("..") / "shared" / "data"
 
 
@@ -38,3 +41,9 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
         path = Path(base) / "routehead-pyserini"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def score_cache_dir() -> Path:
+    """Default folder of the per-head score caches: ``$ROUTEHEAD_SCORE_CACHE_DIR`` or ``<cache dir>/scores``."""
+    env = os.environ.get(SCORE_CACHE_ENV)
+    return Path(env).expanduser() if env else cache_dir() / "scores"

@@ -23,6 +23,18 @@ def _isolated_registry(tmp_path_factory: pytest.TempPathFactory):
         os.environ["ROUTEHEAD_REGISTRY"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_score_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Tests never read or write the user's per-head score cache (converted models are shared)."""
+    old = os.environ.get("ROUTEHEAD_SCORE_CACHE_DIR")
+    os.environ["ROUTEHEAD_SCORE_CACHE_DIR"] = str(tmp_path_factory.mktemp("scores"))
+    yield
+    if old is None:
+        os.environ.pop("ROUTEHEAD_SCORE_CACHE_DIR", None)
+    else:
+        os.environ["ROUTEHEAD_SCORE_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def jvm():
     """The one JVM of this process (pyjnius cannot start a second one)."""

@@ -31,11 +31,11 @@ def test_every_command_explains_itself(cli):
                 assert param.help, f"{name} --{param.name} has no help text"
 
 
-def test_demo_end_to_end(cli, jvm, tmp_path):
-    result = cli("demo", "--output-dir", tmp_path)
+def test_demo_end_to_end(cli, jvm, smollm2, tmp_path):
+    result = cli("demo", "--output-dir", tmp_path, "--hits", 5)
     assert result.exit_code == 0, result.output
-    assert "bm25" in result.output and "random-order" in result.output
-    for name in ("bm25", "bm25-k1.2-b0.75", "random-order"):
+    assert "bm25" in result.output and "random-order" in result.output and "icr-reversed-order" in result.output
+    for name in ("bm25", "bm25-k1.2-b0.75", "random-order", "icr-bm25-order", "icr-reversed-order"):
         assert (tmp_path / f"{name}.trec").stat().st_size > 0
     assert (tmp_path / "report.md").read_text().startswith("# Demo")
 

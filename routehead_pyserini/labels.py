@@ -1,0 +1,411 @@
+"""Pseudo labels for the router: per training query, the head set that re-ranks its candidates best.
+
+The router is trained to map a query to a few heads; its targets come from an offline search over
+the cached per-head scores (:mod:`.cache`), no model time needed.
+
+**Objective.** nDCG@k (default 10) of the query's candidate list re-ranked by the set's aggregated
+scores, computed by :func:`.head_analysis.ndcg_at_k` — trec_eval's ``ndcg_cut_k``: graded gains,
+ideal DCG over *all* judged documents of the query, score ties broken by first-stage rank. So a
+label's nDCG is what ``evaluate`` reports for the run :mod:`.rerank` would write with that set
+(tested).
+
+**Aggregation.** A set's score for a document is the sum over its heads of the head's scores
+*after per-head normalisation within the query* (:func:`normalise_scores`). Raw calibrated masses
+differ by orders of magnitude between heads, so a raw sum is decided by the one or two loudest
+heads and "adding a head" mostly means nothing; z-normalising each head over the query's documents
+(mean 0, std 1; a head with no spread contributes 0) gives every head in a set an equal vote.
+``normalise="none"`` keeps the raw sum (what ICR does). Inference must score with the same
+normalisation as the labels were searched with: :func:`normalised_aggregate` is that function.
+
+Normalised values are rounded to multiples of 2**-32 (far below any meaningful difference), which
+makes every sum of up to ~2**16 heads exact in float64 whatever the order of addition: the search,
+which adds one head at a time, and inference, which sums a set in layer-major order, therefore
+rank the documents identically, ties included.
+
+**Search.** Beam search over growing sets (:class:`SearchParams`: beam width ``beam``, largest
+set ``max_size``). The beam starts with the ``beam`` best single heads. Each step tries every
+remaining head on every beam member in one batched computation (``[beam, heads, docs]`` sums, one
+sort); a child is kept only if it beats its own parent by more than ``min_gain``, and the best
+``beam`` distinct children form the next beam. The search stops when no child improves, at
+``max_size``, or once a set reaches the best nDCG the candidate list allows. The label is the best
+set visited, ties broken towards the smaller set, then the lexicographically smaller head list
+(layer-major), so labels are deterministic. Width 1 is plain greedy forward selection; a wider beam
+can find pairs of heads that only help together.
+
+Queries whose candidate list holds no relevant document (every set scores 0) carry no signal and
+are skipped by :func:`label_queries`, which reports them.
+
+Also here: the baselines built from the same numbers — the static QRHead-style set
+(:func:`static_head_set`: top-k heads by mean single-head nDCG over training queries) and a seeded
+random set (:func:`random_head_set`) — and :func:`label_frequency` for analysis.
+
+Labels file (JSONL, :func:`write_labels`): the first line is a header::
+
+    {"format": "routehead-labels/1", "model": {...}, "settings": {...}, "objective": {...},
+     "search": {...}, "shape": [layers, heads], "queries": n, "skipped": {...}}
+
+then one line per query: ``qid``, ``heads`` (``[[layer, head], ...]``), ``ndcg``,
+``all_heads_ndcg`` and ``single_head_ndcg`` (``[layers][heads]``), floats rounded to 6 decimals.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .cache import QueryScores
+from .errors import UserError
+from .files import atomic_open
+from .head_analysis import doc_gains, ideal_dcg, ndcg_at_k
+from .heads import HeadSet, aggregate, from_pairs
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "routehead-labels/1"
+NORMALISATIONS = ("zscore", "none")
+_QUANTUM = 2.0**-32  # see the module docstring: makes head sums exact in float64
+_FLAT_STD = 1e-6  # a head whose spread is below this share of its largest magnitude is flat
+
+
+class LabelsError(UserError, ValueError):
+    """A malformed labels file, or labels that do not fit what they are used with."""
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring a head set the way labels and inference both do
+
+
+def normalise_scores(calibrated: torch.Tensor, mode: str = "zscore") -> torch.Tensor:
+    """Per-head normalised scores ``[layers, heads, docs]`` (float64) of one query.
+
+    ``zscore``: each head's scores minus their mean over the query's documents, divided by their
+    (population) std; a flat head (std ≈ 0, or a single document) becomes all 0, so it never
+    reorders anything. ``none``: the scores unchanged. Heads are normalised independently (a head
+    that was not computed stays NaN and does not affect the others). Values are rounded to
+    multiples of 2**-32 so that sums of heads are exact (module docstring).
+    """
+    if mode not in NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {mode!r}")
+    if calibrated.dim() != 3:
+        raise ValueError(f"expected a [layers, heads, docs] tensor, got shape {tuple(calibrated.shape)}")
+    x = calibrated.to(torch.float64)
+    if mode == "zscore" and x.shape[-1] > 0:
+        mean = x.mean(dim=-1, keepdim=True)
+        centred = x - mean
+        std = centred.pow(2).mean(dim=-1, keepdim=True).sqrt()
+        scale = x.abs().amax(dim=-1, keepdim=True)
+        flat = std <= _FLAT_STD * scale
+        x = torch.where(flat, torch.zeros_like(x), centred / torch.where(flat, torch.ones_like(std), std))
+        x = torch.where(torch.isnan(calibrated), calibrated.to(torch.float64), x)
+    # + 0.0 turns -0.0 into 0.0
+    return torch.round(x / _QUANTUM) * _QUANTUM + 0.0
+
+
+def normalised_aggregate(calibrated: torch.Tensor, head_set: HeadSet, normalise: str = "zscore") -> torch.Tensor:
+    """One score per document: ``head_set``'s sum of the normalised per-head scores (inference)."""
+    return aggregate(normalise_scores(calibrated, normalise), head_set)
+
+
+# --------------------------------------------------------------------------------------------
+# The search
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """How labels are searched (stored in the labels file's header)."""
+
+    beam: int = 4
+    max_size: int = 8
+    min_gain: float = 1e-9
+    normalise: str = "zscore"
+    k: int = 10
+
+    def __post_init__(self):
+        if self.beam < 1 or self.max_size < 1 or self.k < 1:
+            raise ValueError("beam, max_size and k must be at least 1")
+        if self.min_gain < 0:
+            raise ValueError("min_gain must not be negative")
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
+
+
+@dataclass
+class QueryLabel:
+    """The label of one query: its best head set and the numbers it was chosen from."""
+
+    qid: str
+    heads: tuple[tuple[int, int], ...]  # sorted (layer, head) pairs
+    ndcg: float
+    all_heads_ndcg: float
+    single_head_ndcg: torch.Tensor  # [layers, heads]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.single_head_ndcg.shape)
+
+
+def _key(ndcg: float, members: tuple[int, ...]) -> tuple:
+    """Sort key of a visited set: best nDCG, then smaller, then lexicographically smaller."""
+    return (-ndcg, len(members), members)
+
+
+def label_query(
+    qid: str,
+    calibrated: torch.Tensor,
+    docids: Sequence[str],
+    judged: Mapping[str, int],
+    params: SearchParams = SearchParams(),
+) -> QueryLabel:
+    """Search the head set of one query (see the module docstring for objective and search)."""
+    if calibrated.dim() != 3 or calibrated.shape[-1] != len(docids):
+        raise ValueError(f"expected [layers, heads, {len(docids)}] scores, got shape {tuple(calibrated.shape)}")
+    if torch.isnan(calibrated).any():
+        raise ValueError(f"query {qid}: labels need every head's scores (some are NaN: not computed)")
+    layers, heads, n_docs = calibrated.shape
+    n_heads = layers * heads
+    k = params.k
+    z = normalise_scores(calibrated, params.normalise).reshape(n_heads, n_docs)
+    gains = doc_gains(docids, judged)
+    ideal = ideal_dcg(judged, k)
+    # the best any order of these candidates can do: no set can beat it, so reaching it ends the search
+    ceiling = float(ndcg_at_k(gains[None].to(torch.float64), gains, ideal, k)[0])
+
+    single = ndcg_at_k(z, gains, ideal, k)  # [n_heads] float32
+    order = torch.sort(-single, stable=True).indices[: params.beam].tolist()
+    beam_sets: list[tuple[int, ...]] = [(i,) for i in order]
+    beam_vals = single[order]
+    beam_sums = z[order]  # [beam, docs]
+    best_set, best_val = beam_sets[0], float(beam_vals[0])
+
+    for _ in range(1, min(params.max_size, n_heads)):
+        if best_val >= ceiling:
+            break
+        nb = len(beam_sets)
+        vals = ndcg_at_k((beam_sums[:, None, :] + z[None, :, :]).reshape(nb * n_heads, n_docs), gains, ideal, k)
+        vals = vals.reshape(nb, n_heads).to(torch.float64)
+        member = torch.zeros(nb, n_heads, dtype=torch.bool)
+        for b, members in enumerate(beam_sets):
+            member[b, list(members)] = True
+        ok = (vals > beam_vals.to(torch.float64)[:, None] + params.min_gain) & ~member
+        if not ok.any():
+            break
+        masked = torch.where(ok, vals, torch.full_like(vals, -math.inf))
+        chosen: dict[tuple[int, ...], tuple[int, int, float]] = {}
+        for value in torch.unique(vals[ok]).flip(0).tolist():
+            group = {}
+            for b, h in torch.nonzero(masked == value).tolist():
+                group.setdefault(tuple(sorted(beam_sets[b] + (h,))), (b, h, value))
+            for members in sorted(group):
+                if len(chosen) < params.beam and members not in chosen:
+                    chosen[members] = group[members]
+            if len(chosen) >= params.beam:
+                break
+        beam_sets = list(chosen)
+        parents = torch.tensor([chosen[s][0] for s in beam_sets])
+        added = torch.tensor([chosen[s][1] for s in beam_sets])
+        beam_sums = beam_sums[parents] + z[added]
+        beam_vals = torch.tensor([chosen[s][2] for s in beam_sets], dtype=torch.float32)
+        if _key(float(beam_vals[0]), beam_sets[0]) < _key(best_val, best_set):
+            best_set, best_val = beam_sets[0], float(beam_vals[0])
+
+    pairs = tuple(divmod(i, heads) for i in best_set)
+    # reported through the inference path (equal to the search's value: sums are exact)
+    final = normalised_aggregate(calibrated, from_pairs(pairs), params.normalise)
+    all_heads = normalised_aggregate(calibrated, HeadSet(), params.normalise)
+    both = ndcg_at_k(torch.stack([final, all_heads]), gains, ideal, k)
+    if float(both[0]) != best_val:
+        logger.warning("query %s: label nDCG %.6f at inference, %.6f in the search", qid, float(both[0]), best_val)
+    return QueryLabel(qid, pairs, float(both[0]), float(both[1]), single.reshape(layers, heads))
+
+
+@dataclass
+class Labels:
+    """Labels of many queries, with what they were computed from."""
+
+    queries: dict[str, QueryLabel]
+    params: SearchParams = SearchParams()
+    model: dict = field(default_factory=dict)  # name, fingerprint
+    settings: dict = field(default_factory=dict)  # prompt settings of the score cache
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> qids
+    shape: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def head_set(self, qid: str) -> HeadSet:
+        """The label of ``qid`` as a :class:`HeadSet` (for re-ranking with it)."""
+        label = self.queries[qid]
+        return from_pairs(label.heads, source=f"label of query {qid} ({self.params.normalise})", **self._model_meta())
+
+    def _model_meta(self) -> dict:
+        return dict(model_name=self.model.get("name"), model_fingerprint=self.model.get("fingerprint"), model_shape=self.shape)
+
+
+def label_queries(
+    scores: Iterable[QueryScores],
+    qrels: Mapping[str, Mapping[str, int]],
+    params: SearchParams = SearchParams(),
+    *,
+    model_name: str | None = None,
+    model_fingerprint: str | None = None,
+    settings: Mapping | None = None,
+) -> Labels:
+    """Labels of every query of ``scores`` that can have one.
+
+    Skipped (and listed in :attr:`Labels.skipped`): queries without judgements, and queries whose
+    candidates hold no relevant document — every set scores 0 there, so any label would be noise.
+    """
+    started = time.perf_counter()
+    queries: dict[str, QueryLabel] = {}
+    skipped: dict[str, list[str]] = {"unjudged": [], "no_relevant_candidate": []}
+    shape = None
+    for entry in scores:
+        judged = qrels.get(entry.qid)
+        if not judged:
+            skipped["unjudged"].append(entry.qid)
+            continue
+        if not any(judged.get(d, 0) > 0 for d in entry.docids):
+            skipped["no_relevant_candidate"].append(entry.qid)
+            continue
+        if shape is None:
+            shape = entry.shape
+        elif entry.shape != shape:
+            raise ValueError(f"query {entry.qid}: scores of shape {entry.shape}, others {shape}")
+        queries[entry.qid] = label_query(entry.qid, entry.calibrated, entry.docids, judged, params)
+    logger.info("labelled %d queries in %.1f s (skipped: %d unjudged, %d without a relevant candidate)",
+                len(queries), time.perf_counter() - started, len(skipped["unjudged"]), len(skipped["no_relevant_candidate"]))
+    model = {k: v for k, v in {"name": model_name, "fingerprint": model_fingerprint}.items() if v is not None}
+    return Labels(queries, params, model, dict(settings or {}), skipped, shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Storage
+
+
+def _objective(params: SearchParams) -> dict:
+    return {"measure": f"nDCG@{params.k}", "trec_eval": f"ndcg_cut_{params.k}",
+            "ideal": "all judged documents of the query", "ties": "first-stage rank",
+            "aggregation": f"sum of per-head {params.normalise}-normalised scores"}
+
+
+def write_labels(labels: Labels, path: str | os.PathLike[str]) -> None:
+    """Write ``labels`` as JSONL (header line, then one query per line), atomically."""
+    header = {
+        "format": FORMAT,
+        "model": labels.model,
+        "settings": labels.settings,
+        "objective": _objective(labels.params),
+        "search": asdict(labels.params),
+        "shape": None if labels.shape is None else list(labels.shape),
+        "queries": len(labels.queries),
+        "skipped": labels.skipped,
+    }
+    with atomic_open(path) as handle:
+        handle.write(json.dumps(header, sort_keys=False) + "\n")
+        for label in labels.queries.values():
+            handle.write(json.dumps({
+                "qid": label.qid,
+                "heads": [list(p) for p in label.heads],
+                "ndcg": round(label.ndcg, 6),
+                "all_heads_ndcg": round(label.all_heads_ndcg, 6),
+                "single_head_ndcg": [[round(float(v), 6) for v in row] for row in label.single_head_ndcg.tolist()],
+            }) + "\n")
+
+
+def read_labels(path: str | os.PathLike[str]) -> Labels:
+    """Read a labels file written by :func:`write_labels`."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise LabelsError(f"{path}: not a labels file (expected a first line with \"format\": \"{FORMAT}\")")
+    params = SearchParams(**header.get("search", {}))
+    shape = tuple(header["shape"]) if header.get("shape") else None
+    queries: dict[str, QueryLabel] = {}
+    for line_no, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            label = QueryLabel(
+                qid=str(row["qid"]),
+                heads=tuple((int(l), int(h)) for l, h in row["heads"]),
+                ndcg=float(row["ndcg"]),
+                all_heads_ndcg=float(row["all_heads_ndcg"]),
+                single_head_ndcg=torch.tensor(row["single_head_ndcg"], dtype=torch.float32),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise LabelsError(f"{path}:{line_no}: malformed label ({exc})") from None
+        if shape is not None and label.shape != shape:
+            raise LabelsError(f"{path}:{line_no}: single_head_ndcg of shape {label.shape}, header says {shape}")
+        queries[label.qid] = label
+    return Labels(queries, params, dict(header.get("model") or {}), dict(header.get("settings") or {}),
+                  dict(header.get("skipped") or {}), shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines and analysis from the same numbers
+
+
+def _label_shape(labels: Labels) -> tuple[int, int]:
+    if not labels.queries:
+        raise LabelsError("no labelled queries")
+    return labels.shape or next(iter(labels.queries.values())).shape
+
+
+def static_head_set(labels: Labels, k: int = 16) -> HeadSet:
+    """QRHead-style static set: the ``k`` heads with the best mean single-head nDCG over ``labels``.
+
+    Means are compared at the labels file's precision (6 decimals); ties go to the earlier head in
+    layer-major order. Meant for training queries only: the set is
+    then evaluated, unchanged, on test queries.
+    """
+    layers, heads = _label_shape(labels)
+    if not 1 <= k <= layers * heads:
+        raise ValueError(f"k must be between 1 and {layers * heads}, got {k}")
+    # summed in integer millionths (the precision of the labels file): exact, so ties are real ties
+    # and labels read back from a file give the same set as the labels they were written from
+    stacked = torch.stack([q.single_head_ndcg for q in labels.queries.values()]).to(torch.float64)
+    total = torch.round(stacked * 1e6).to(torch.int64).sum(dim=0).flatten()
+    top = torch.sort(-total, stable=True).indices[:k].tolist()
+    return from_pairs(
+        [divmod(i, heads) for i in top],
+        source=f"static: top-{k} heads by mean single-head nDCG@{labels.params.k} over {len(labels)} training queries",
+        extra={"selection": {"method": "static-mean-single-head-ndcg", "k": k, "training_queries": len(labels),
+                             "normalise": labels.params.normalise}},
+        **labels._model_meta(),
+    )
+
+
+def random_head_set(shape: tuple[int, int], size: int, seed: int = 0, **meta) -> HeadSet:
+    """``size`` distinct heads drawn uniformly from ``shape`` (same seed, same set, on any machine).
+
+    ``meta``: :class:`HeadSet` model fields (``model_name``, ``model_fingerprint``).
+    """
+    layers, heads = shape
+    if not 1 <= size <= layers * heads:
+        raise ValueError(f"size must be between 1 and {layers * heads}, got {size}")
+    drawn = random.Random(seed).sample(range(layers * heads), size)
+    return from_pairs([divmod(i, heads) for i in drawn], model_shape=(layers, heads),
+                      source=f"random: {size} heads, seed {seed}",
+                      extra={"selection": {"method": "random", "size": size, "seed": seed}}, **meta)
+
+
+def label_frequency(labels: Labels) -> torch.Tensor:
+    """How many queries' label sets contain each head: ``[layers, heads]`` (int64)."""
+    layers, heads = _label_shape(labels)
+    counts = torch.zeros(layers, heads, dtype=torch.int64)
+    for label in labels.queries.values():
+        for layer, head in label.heads:
+            counts[layer, head] += 1
+    return counts
