@@ -78,6 +78,7 @@ def main(ctx: click.Context, data_dir: Path | None, log_level: str, log_file: st
     \b
     First stage:  index, search
     Second stage: rerank, analyze-heads
+    RouteHead:    label, train, rerank --router
     Evaluation:   evaluate, random-order (control)
     Registry:     datasets (names usable for --index/--topics/--qrels/--run)
     Demo:         demo (index + BM25 + evaluation on the embedded collection)
@@ -242,7 +243,7 @@ class ScoringJob:
     on_missing: str
 
 
-def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = True) -> ScoringJob:
+def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = True, router: str | None = None) -> ScoringJob:
     from .controls import sample_queries
     from .registry import lookup
     from .rerank import PromptSettings, Reranker
@@ -256,8 +257,16 @@ def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = Tru
         run = sample_queries(run, opts["sample"], seed=opts["seed"])
     texts, topic_map = _text_source(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
     settings = PromptSettings(doc_max_tokens=opts["doc_max_tokens"] or None, max_context=opts["max_context"], order=opts["order"])
+    trained = None
+    if router:
+        from .models import load_model
+        from .router import load_router
+
+        loaded = load_model(opts["model"], device=opts["device"], dtype=opts["dtype"])
+        trained = load_router(router, model=loaded)
+        opts = {**opts, "model": loaded}
     reranker = Reranker(opts["model"], heads, settings=settings, device=opts["device"], dtype=opts["dtype"],
-                        cache=(opts["cache_dir"] or True) if cache else False)
+                        cache=(opts["cache_dir"] or True) if cache else False, router=trained)
     logger.info("scoring with %s", reranker.describe())
     return ScoringJob(reranker, run, topic_map, texts, opts["top_k"], opts["on_missing"])
 
@@ -266,11 +275,12 @@ def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = Tru
 @main.command()
 @scoring_options
 @click.option("--heads", default="all", show_default=True, help="'all' (ICR), 'layer.head' pairs like '14.3,15.0', or a head-set file.")
+@click.option("--router", "router_path", default=None, type=click.Path(exists=True, dir_okay=False), help="A router checkpoint (routehead-pyserini train): each query gets its own head set; overrides --heads.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Re-ranked TREC run to write (atomically).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the per-head score cache (no resume).")
 @click.option("--run-tag", default=None, help="Last column of the run [default: routehead-<model>].")
 @click.pass_obj
-def rerank(obj: Context, heads: str, output: Path, no_cache: bool, run_tag: str | None, **opts) -> None:
+def rerank(obj: Context, heads: str, router_path: str | None, output: Path, no_cache: bool, run_tag: str | None, **opts) -> None:
     """Re-rank a first-stage run with attention heads of a frozen LLM and write a TREC run.
 
     Per query, the top-K candidates and the query go into one ICR prompt (documents first, query
@@ -281,9 +291,9 @@ def rerank(obj: Context, heads: str, output: Path, no_cache: bool, run_tag: str 
     """
     from .trec import write_run
 
-    job = _scoring_job(obj, opts, heads, cache=not no_cache)
+    job = _scoring_job(obj, opts, heads, cache=not no_cache, router=router_path)
     reranked, stats = job.reranker.rerank_run(job.run, job.topics, job.texts, top_k=job.top_k, on_missing=job.on_missing, progress=obj.progress)
-    write_run(reranked, output, tag=run_tag or f"routehead-{Path(opts['model']).name}")
+    write_run(reranked, output, tag=run_tag or f"routehead-{Path(str(opts['model'])).name}")
     click.echo(f"wrote {output}: {stats.summary()}")
 
 
@@ -337,6 +347,101 @@ def _text_source(obj: Context, index_name, corpus, candidates, topics):
         return DictTexts({d.docid: d for d in read_corpus(path)}, str(path)), topic_map or read_topics(lookup(corpus, "topics", obj.data_dir))
     index_dir = resolve_index(index_name, obj.data_dir, progress=obj.progress)
     return DocumentStore(index_dir), topic_map or read_topics(lookup(index_name, "topics", obj.data_dir))
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@scoring_options
+@click.option("--qrels", required=True, help="Qrels of the training queries (file or registry name).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Labels file to write (JSONL).")
+@click.option("--beam", default=4, show_default=True, help="Beam width of the forward selection.")
+@click.option("--max-size", default=8, show_default=True, help="Largest head set searched.")
+@click.option("--normalise", type=click.Choice(["zscore", "none"]), default="zscore", show_default=True, help="Per-head normalisation within a query before heads are summed.")
+@click.option("--static-heads", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write the QRHead-style static head set (top --static-k heads by mean single-head nDCG@10) here.")
+@click.option("--static-k", default=16, show_default=True, help="Size of the static head set.")
+@click.pass_obj
+def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, normalise: str, static_heads: Path | None, static_k: int, **opts) -> None:
+    """Pseudo labels: for each judged training query, the head set with the best nDCG@10.
+
+    Reads (or computes once) the all-heads score cache of the candidates, then searches per query
+    by greedy forward selection with a beam over heads, vectorised over heads (seconds for
+    hundreds of queries); ties go to smaller sets. Stores per query the set, its nDCG@10, the
+    all-heads nDCG@10 and every single head's nDCG@10.
+    """
+    from .heads import write_head_set
+    from .labels import SearchParams, label_queries, static_head_set, write_labels
+    from .registry import lookup
+    from .trec import read_qrels
+
+    job = _scoring_job(obj, opts)
+    judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))
+    entries = (scores for _, scores, _, _ in job.reranker.iter_scores(job.run, job.topics, job.texts, top_k=job.top_k,
+                                                                     on_missing=job.on_missing, progress=obj.progress)
+               if scores is not None)
+    model = job.reranker.model
+    labels = label_queries(entries, judgements, SearchParams(beam=beam, max_size=max_size, normalise=normalise),
+                           model_name=model.name, model_fingerprint=model.fingerprint,
+                           settings={**job.reranker.describe()["settings"], "top_k": job.top_k})
+    write_labels(labels, output)
+    mean = sum(q.ndcg for q in labels.queries.values()) / max(len(labels), 1)
+    base = sum(q.all_heads_ndcg for q in labels.queries.values()) / max(len(labels), 1)
+    click.echo(f"wrote {len(labels)} labels to {output} (mean label nDCG@10 {mean:.4f}, all heads {base:.4f}; "
+               f"skipped: {', '.join(f'{k} {len(v)}' for k, v in labels.skipped.items())})")
+    if static_heads:
+        write_head_set(static_head_set(labels, static_k), static_heads)
+        click.echo(f"wrote the static top-{static_k} head set to {static_heads}")
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--labels", "labels_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Labels file from `routehead-pyserini label`.")
+@click.option("--topics", required=True, help="Topics with the training queries' text (file or registry name).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Router checkpoint to write.")
+@click.option("--model", default=None, help="The LLM the labels were made with [default: the one named in the labels file].")
+@click.option("--layer", default=None, type=int, help="Decoder layer whose hidden states embed the query [default: the middle one].")
+@click.option("--pooling", type=click.Choice(["mean", "last"]), default="mean", show_default=True, help="Pooling of the query's token states.")
+@click.option("--head-dim", default=64, show_default=True, help="Size of the per-head embeddings.")
+@click.option("--sparsity", default=0.1, show_default=True, help="Weight of the sparsity regulariser (mean routing probability).")
+@click.option("--epochs", default=300, show_default=True, help="Maximum epochs (early stopping on validation loss).")
+@click.option("--patience", default=30, show_default=True, help="Epochs without validation improvement before stopping.")
+@click.option("--top-k", default=None, type=int, help="Heads routed per query at inference [default: mean label-set size].")
+@click.option("--val-fraction", default=0.2, show_default=True, help="Share of training queries held out for early stopping (fixed by qid hash).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the split and of training.")
+@click.pass_obj
+def train(obj: Context, labels_path: str, topics: str, output: Path, model: str | None, layer: int | None, pooling: str, head_dim: int, sparsity: float, epochs: int, patience: int, top_k: int | None, val_fraction: float, seed: int) -> None:
+    """Train the RouteHead router on pseudo labels and save a checkpoint tied to its LLM.
+
+    Each training query is embedded from the frozen LLM's hidden states over the query text alone;
+    the router scores every (layer, head) by the interaction of a learned head embedding with the
+    projected query, trained with binary cross-entropy on the labels plus a sparsity regulariser.
+    The checkpoint records the LLM (name and config fingerprint), the prompt settings of the labels
+    and the hyper-parameters; loading it with another LLM is an error.
+    """
+    import torch
+
+    from .labels import read_labels
+    from .models import load_model
+    from .query_embedding import embed_queries
+    from .registry import lookup
+    from .router import RouterConfig, RouterError, save_router, train_router
+    from .trec import read_topics
+
+    labels = read_labels(labels_path)
+    loaded = load_model(model or labels.model.get("name") or "smollm2-135m")
+    if labels.model.get("fingerprint") and labels.model["fingerprint"] != loaded.fingerprint:
+        raise RouterError(f"labels were made with {labels.model['fingerprint']}, not {loaded.fingerprint}")
+    topic_map = read_topics(lookup(topics, "topics", obj.data_dir))
+    qids = [q for q in labels.queries if q in topic_map]
+    if len(qids) < len(labels.queries):
+        raise RouterError(f"{len(labels.queries) - len(qids)} labelled queries have no text in {topics}")
+    config = RouterConfig(head_dim=head_dim, sparsity=sparsity, epochs=epochs, patience=patience, seed=seed,
+                          embedding_layer=layer, embedding_pooling=pooling, top_k=top_k)
+    embeddings = embed_queries(loaded, [topic_map[q] for q in qids], layer=layer, pooling=pooling, progress=obj.progress)
+    targets = torch.stack([labels.head_set(q).mask(loaded.spec.shape) for q in qids])
+    trained = train_router(embeddings, targets, config, val_fraction=val_fraction, query_ids=qids, model=loaded)
+    save_router(trained, output, model=loaded, prompt_settings=labels.settings,
+                extra={"normalise": labels.params.normalise, "labels": str(labels_path), "training_queries": len(qids)})
+    click.echo(f"wrote {output}: {len(qids)} queries, best epoch {trained.best_epoch}, routes {trained.default_top_k} heads per query by default")
 
 
 # --------------------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def analyze(
     per_head_null: dict[str, torch.Tensor] = {}
     kept: dict[str, tuple] = {}
     icr: dict[str, list] = {}
-    for qid, scores, rest in reranker.iter_scores(run, topics, texts, top_k=top_k, on_missing=on_missing, progress=progress):
+    for qid, scores, rest, _ in reranker.iter_scores(run, topics, texts, top_k=top_k, on_missing=on_missing, progress=progress):
         if scores is None:
             icr[qid] = ranked_hits([], [], rest)
             continue

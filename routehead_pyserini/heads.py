@@ -12,6 +12,7 @@ with a weight per head (default 1). On the command line ``--heads`` takes
        "model": {"name": "smollm2-135m", "fingerprint": "...", "layers": 30, "heads": 9},
        "heads": [[14, 3], [15, 0]],
        "weights": [1.0, 1.0],          # optional
+       "normalise": "zscore",          # per-head normalisation within a query: none (ICR) | zscore
        "source": "how the set was chosen"}
 
 The per-head score grid is ``[layers, heads, docs]`` (see :mod:`.scoring`); :func:`aggregate`
@@ -32,6 +33,9 @@ from .files import atomic_write_text
 from .errors import UserError
 
 FORMAT = "routehead-heads/1"
+NORMALISATIONS = ("zscore", "none")
+_QUANTUM = 2.0**-32  # see the module docstring: makes head sums exact in float64
+_FLAT_STD = 1e-6  # a head whose spread is below this share of its largest magnitude is flat
 
 
 class HeadSetError(UserError, ValueError):
@@ -48,6 +52,7 @@ class HeadSet:
     model_fingerprint: str | None = None
     model_shape: tuple[int, int] | None = None
     source: str = ""
+    normalise: str = "none"  # how each head's scores are normalised within a query before summing
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
@@ -58,6 +63,8 @@ class HeadSet:
                 raise HeadSetError("a head set lists a head twice")
         if self.weights is not None and (self.heads is None or len(self.weights) != len(self.heads)):
             raise HeadSetError("weights need one value per listed head")
+        if self.normalise not in NORMALISATIONS:
+            raise HeadSetError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
 
     @property
     def is_all(self) -> bool:
@@ -150,7 +157,8 @@ def read_head_set(path: str | os.PathLike[str]) -> HeadSet:
         model_fingerprint=model.get("fingerprint"),
         model_shape=(model["layers"], model["heads"]) if "layers" in model and "heads" in model else None,
         source=str(data.get("source", "")),
-        extra={k: v for k, v in data.items() if k not in {"format", "model", "heads", "weights", "source"}},
+        normalise=str(data.get("normalise", "none")),
+        extra={k: v for k, v in data.items() if k not in {"format", "model", "heads", "weights", "source", "normalise"}},
     )
     try:
         if heads is None:
@@ -175,17 +183,49 @@ def write_head_set(head_set: HeadSet, path: str | os.PathLike[str]) -> None:
     if head_set.weights is not None:
         data["weights"] = list(head_set.weights)
     data["source"] = head_set.source
+    data["normalise"] = head_set.normalise
     data.update(head_set.extra)
     atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
-def aggregate(scores: torch.Tensor, head_set: HeadSet) -> torch.Tensor:
-    """One score per document: the weighted sum over the selected heads of ``scores[layer, head, doc]``."""
+def normalise_scores(calibrated: torch.Tensor, mode: str = "zscore") -> torch.Tensor:
+    """Per-head normalised scores ``[layers, heads, docs]`` (float64) of one query.
+
+    ``zscore``: each head's scores minus their mean over the query's documents, divided by their
+    (population) std; a flat head (std ≈ 0, or a single document) becomes all 0, so it never
+    reorders anything. ``none``: the scores unchanged. Heads are normalised independently (a head
+    that was not computed stays NaN and does not affect the others). Values are rounded to
+    multiples of 2**-32 so that sums of heads are exact (see :mod:`.labels`).
+    """
+    if mode not in NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {mode!r}")
+    if calibrated.dim() != 3:
+        raise ValueError(f"expected a [layers, heads, docs] tensor, got shape {tuple(calibrated.shape)}")
+    x = calibrated.to(torch.float64)
+    if mode == "zscore" and x.shape[-1] > 0:
+        mean = x.mean(dim=-1, keepdim=True)
+        centred = x - mean
+        std = centred.pow(2).mean(dim=-1, keepdim=True).sqrt()
+        scale = x.abs().amax(dim=-1, keepdim=True)
+        flat = std <= _FLAT_STD * scale
+        x = torch.where(flat, torch.zeros_like(x), centred / torch.where(flat, torch.ones_like(std), std))
+        x = torch.where(torch.isnan(calibrated), calibrated.to(torch.float64), x)
+    # + 0.0 turns -0.0 into 0.0
+    return torch.round(x / _QUANTUM) * _QUANTUM + 0.0
+
+
+def aggregate(scores: torch.Tensor, head_set: HeadSet, normalise: str | None = None) -> torch.Tensor:
+    """One score per document: the weighted sum over the selected heads of their scores.
+
+    Each head's scores are first normalised within the query by ``normalise`` (default: the head
+    set's own :attr:`HeadSet.normalise`; ``none`` for ICR, ``zscore`` for sets found by the label
+    search). The sum is in float64 over values on a 2**-32 grid, so it is exact in any order.
+    """
     if scores.dim() != 3:
         raise ValueError(f"expected a [layers, heads, docs] tensor, got shape {tuple(scores.shape)}")
     weights = head_set.weight_grid(tuple(scores.shape[:2]))
     selected = weights != 0
-    chosen = scores[selected]  # [n_selected, docs]
+    chosen = normalise_scores(scores, normalise or head_set.normalise)[selected]  # [n_selected, docs]
     if torch.isnan(chosen).any():
         raise HeadSetError("some selected heads were not computed for this query (NaN scores)")
-    return (chosen * weights[selected][:, None]).sum(dim=0)
+    return (chosen * weights[selected][:, None].to(chosen.dtype)).sum(dim=0)

@@ -65,14 +65,11 @@ from .cache import QueryScores
 from .errors import UserError
 from .files import atomic_open
 from .head_analysis import doc_gains, ideal_dcg, ndcg_at_k
-from .heads import HeadSet, aggregate, from_pairs
+from .heads import NORMALISATIONS, HeadSet, aggregate, from_pairs, normalise_scores
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "routehead-labels/1"
-NORMALISATIONS = ("zscore", "none")
-_QUANTUM = 2.0**-32  # see the module docstring: makes head sums exact in float64
-_FLAT_STD = 1e-6  # a head whose spread is below this share of its largest magnitude is flat
 
 
 class LabelsError(UserError, ValueError):
@@ -83,35 +80,9 @@ class LabelsError(UserError, ValueError):
 # Scoring a head set the way labels and inference both do
 
 
-def normalise_scores(calibrated: torch.Tensor, mode: str = "zscore") -> torch.Tensor:
-    """Per-head normalised scores ``[layers, heads, docs]`` (float64) of one query.
-
-    ``zscore``: each head's scores minus their mean over the query's documents, divided by their
-    (population) std; a flat head (std ≈ 0, or a single document) becomes all 0, so it never
-    reorders anything. ``none``: the scores unchanged. Heads are normalised independently (a head
-    that was not computed stays NaN and does not affect the others). Values are rounded to
-    multiples of 2**-32 so that sums of heads are exact (module docstring).
-    """
-    if mode not in NORMALISATIONS:
-        raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {mode!r}")
-    if calibrated.dim() != 3:
-        raise ValueError(f"expected a [layers, heads, docs] tensor, got shape {tuple(calibrated.shape)}")
-    x = calibrated.to(torch.float64)
-    if mode == "zscore" and x.shape[-1] > 0:
-        mean = x.mean(dim=-1, keepdim=True)
-        centred = x - mean
-        std = centred.pow(2).mean(dim=-1, keepdim=True).sqrt()
-        scale = x.abs().amax(dim=-1, keepdim=True)
-        flat = std <= _FLAT_STD * scale
-        x = torch.where(flat, torch.zeros_like(x), centred / torch.where(flat, torch.ones_like(std), std))
-        x = torch.where(torch.isnan(calibrated), calibrated.to(torch.float64), x)
-    # + 0.0 turns -0.0 into 0.0
-    return torch.round(x / _QUANTUM) * _QUANTUM + 0.0
-
-
 def normalised_aggregate(calibrated: torch.Tensor, head_set: HeadSet, normalise: str = "zscore") -> torch.Tensor:
-    """One score per document: ``head_set``'s sum of the normalised per-head scores (inference)."""
-    return aggregate(normalise_scores(calibrated, normalise), head_set)
+    """One score per document: ``head_set``'s sum of the ``normalise``-d per-head scores."""
+    return aggregate(calibrated, head_set, normalise)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,7 +214,7 @@ class Labels:
     def head_set(self, qid: str) -> HeadSet:
         """The label of ``qid`` as a :class:`HeadSet` (for re-ranking with it)."""
         label = self.queries[qid]
-        return from_pairs(label.heads, source=f"label of query {qid} ({self.params.normalise})", **self._model_meta())
+        return from_pairs(label.heads, source=f"label of query {qid}", normalise=self.params.normalise, **self._model_meta())
 
     def _model_meta(self) -> dict:
         return dict(model_name=self.model.get("name"), model_fingerprint=self.model.get("fingerprint"), model_shape=self.shape)
@@ -381,13 +352,13 @@ def static_head_set(labels: Labels, k: int = 16) -> HeadSet:
     return from_pairs(
         [divmod(i, heads) for i in top],
         source=f"static: top-{k} heads by mean single-head nDCG@{labels.params.k} over {len(labels)} training queries",
-        extra={"selection": {"method": "static-mean-single-head-ndcg", "k": k, "training_queries": len(labels),
-                             "normalise": labels.params.normalise}},
+        normalise=labels.params.normalise,
+        extra={"selection": {"method": "static-mean-single-head-ndcg", "k": k, "training_queries": len(labels)}},
         **labels._model_meta(),
     )
 
 
-def random_head_set(shape: tuple[int, int], size: int, seed: int = 0, **meta) -> HeadSet:
+def random_head_set(shape: tuple[int, int], size: int, seed: int = 0, normalise: str = "zscore", **meta) -> HeadSet:
     """``size`` distinct heads drawn uniformly from ``shape`` (same seed, same set, on any machine).
 
     ``meta``: :class:`HeadSet` model fields (``model_name``, ``model_fingerprint``).
@@ -397,7 +368,7 @@ def random_head_set(shape: tuple[int, int], size: int, seed: int = 0, **meta) ->
         raise ValueError(f"size must be between 1 and {layers * heads}, got {size}")
     drawn = random.Random(seed).sample(range(layers * heads), size)
     return from_pairs([divmod(i, heads) for i in drawn], model_shape=(layers, heads),
-                      source=f"random: {size} heads, seed {seed}",
+                      source=f"random: {size} heads, seed {seed}", normalise=normalise,
                       extra={"selection": {"method": "random", "size": size, "seed": seed}}, **meta)
 
 

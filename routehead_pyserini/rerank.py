@@ -132,12 +132,18 @@ class Reranker:
         device: str = "cpu",
         dtype: str = "float32",
         cache: bool | str = True,
+        router=None,
     ):
         from .models import LoadedModel, load_model
 
         self.model = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
         self.head_set = heads if isinstance(heads, HeadSet) else parse_heads(heads)
         self.head_set.check_shape(self.model.spec.shape)
+        self.router = router  # a router.TrainedRouter: each query gets its own head set
+        if router is not None:
+            from .router import check_model
+
+            check_model(router.model_info, self.model)
         self.settings = settings
         self.max_context = settings.max_context or self.model.spec.max_context
         self.cache = None
@@ -145,16 +151,21 @@ class Reranker:
             self.cache = ScoreCache(self.model.fingerprint, settings, None if cache is True else cache)
 
     # ---------------------------------------------------------------------------------------
-    def score(self, query: str, docs: Sequence[Document], qid: str = "query") -> QueryScores:
-        """Per-head scores of ``docs`` (first-stage order) for ``query``, from the cache when stored."""
-        mask = self.head_set.mask(self.model.spec.shape)
+    def score(self, query: str, docs: Sequence[Document], qid: str = "query", head_set: HeadSet | None = None) -> QueryScores:
+        """Per-head scores of ``docs`` (first-stage order) for ``query``, from the cache when stored.
+
+        Only the heads of ``head_set`` (default: the re-ranker's own) are computed when they are
+        not all heads, and the forward stops at the deepest of them.
+        """
+        head_set = head_set or self.head_set
+        mask = head_set.mask(self.model.spec.shape)
         entry = entry_key(qid, query, [d.docid for d in docs], [d.title + "\n" + d.text for d in docs])
         if self.cache is not None:
             cached = self.cache.get(entry, mask)
             if cached is not None:
                 cached.info["from_cache"] = True
                 return cached
-        scores = self._compute(qid, query, docs, None if self.head_set.is_all else mask)
+        scores = self._compute(qid, query, docs, None if head_set.is_all else mask)
         if self.cache is not None:
             self.cache.put(entry, scores)
         return scores
@@ -214,11 +225,13 @@ class Reranker:
         on_missing: str = "error",
         progress: bool = True,
         stats: RerankStats | None = None,
-    ) -> Iterator[tuple[str, QueryScores | None, list[Hit]]]:
-        """Per query of ``run``: ``(qid, scores of its top-k candidates with text, the other hits)``.
+    ) -> Iterator[tuple[str, QueryScores | None, list[Hit], HeadSet]]:
+        """Per query of ``run``: ``(qid, scores of its top-k candidates with text, the other hits, head set)``.
 
         ``scores`` is ``None`` when no candidate has text. The other hits are the candidates without
-        text (``on_missing="skip"``) followed by those below ``top_k``, in first-stage order.
+        text (``on_missing="skip"``) followed by those below ``top_k``, in first-stage order. The head
+        set is the router's choice for the query (all queries are routed first, from their text
+        alone), or the re-ranker's fixed set.
         """
         if on_missing not in {"error", "skip"}:
             raise ValueError("on_missing must be 'error' or 'skip'")
@@ -226,7 +239,12 @@ class Reranker:
         if no_text:
             raise RerankError(f"{len(no_text)} queries of the run have no topic text (first: {no_text[:5]}); check --topics")
         stats = stats if stats is not None else RerankStats()
+        routed: dict[str, HeadSet] = {}
+        if self.router is not None:
+            qids = run.qids()
+            routed = dict(zip(qids, self.router.route_queries(self.model, [topics[q] for q in qids], progress=progress)))
         for qid in tqdm(run.qids(), desc="rerank", unit="query", disable=not progress):
+            head_set = routed.get(qid, self.head_set)
             docs, skipped = [], []
             for hit in run[qid][:top_k]:
                 try:
@@ -235,7 +253,7 @@ class Reranker:
                     if on_missing == "error":
                         raise UnknownDocumentError(f"query {qid}: {exc} (use --on-missing skip to keep it unscored)") from None
                     skipped.append(hit)
-            scores = self.score(topics[qid], docs, qid=qid) if docs else None
+            scores = self.score(topics[qid], docs, qid=qid, head_set=head_set) if docs else None
             stats.queries += 1
             stats.missing_docs += len(skipped)
             stats.reranked_docs += len(docs)
@@ -245,7 +263,7 @@ class Reranker:
                 stats.windowed_queries += scores.info.get("windows", 1) > 1
                 stats.truncated_docs += scores.info.get("truncated_docs", 0)
                 stats.seconds_scoring += 0.0 if cached else scores.info.get("seconds", 0.0)
-            yield qid, scores, skipped + list(run[qid][top_k:])
+            yield qid, scores, skipped + list(run[qid][top_k:]), head_set
         if stats.missing_docs:
             logger.warning("%d candidate documents had no text and were kept unscored below the re-ranked ones", stats.missing_docs)
 
@@ -253,15 +271,16 @@ class Reranker:
         """Re-rank the top-``top_k`` of every query of ``run`` (keywords as :meth:`iter_scores`)."""
         stats = RerankStats()
         out: dict[str, list[Hit]] = {}
-        for qid, scores, rest in self.iter_scores(run, topics, texts, stats=stats, **kwargs):
+        for qid, scores, rest, head_set in self.iter_scores(run, topics, texts, stats=stats, **kwargs):
             if scores is None:
                 out[qid] = ranked_hits([], [], rest)
             else:
-                out[qid] = ranked_hits(scores.docids, aggregate(scores.calibrated, self.head_set).tolist(), rest)
+                out[qid] = ranked_hits(scores.docids, aggregate(scores.calibrated, head_set).tolist(), rest)
         return Run(out), stats
 
     def describe(self) -> dict:
-        return {"model": self.model.name, "fingerprint": self.model.fingerprint, "heads": self.head_set.describe(),
+        heads = "routed per query" if self.router is not None else self.head_set.describe()
+        return {"model": self.model.name, "fingerprint": self.model.fingerprint, "heads": heads,
                 "settings": asdict(self.settings), "max_context": self.max_context}
 
 

@@ -202,7 +202,8 @@ class TrainedRouter:
             raise RouterError(f"top_k must be in 1..{n_heads}, got {top_k}")
         per_layer = self.shape[1]
         meta = dict(model_name=self.model_info.get("name"), model_fingerprint=self.model_info.get("fingerprint"),
-                    model_shape=self.shape, source="routehead router")
+                    model_shape=self.shape, source="routehead router",
+                    normalise=self.extra.get("normalise", "zscore"))
         sets = []
         for row in probs:
             if top_k is not None:

@@ -100,3 +100,34 @@ def test_rerank_and_analyze_heads_on_the_demo(cli, jvm, smollm2, demo_index, tmp
 def test_rerank_needs_one_text_source(cli, tmp_path):
     result = CliRunner().invoke(main, ["rerank", "--run", "x", "-o", str(tmp_path / "o.trec")])
     assert result.exit_code != 0 and "exactly one of --index, --corpus, --candidates" in result.output
+
+
+def test_label_train_and_routed_rerank_on_the_demo(cli, jvm, smollm2, demo_index, tmp_path):
+    """Plumbing of the RouteHead commands with the real SmolLM2 (16 demo queries, top-4: no quality claim)."""
+    from routehead_pyserini.heads import read_head_set
+    from routehead_pyserini.labels import read_labels
+    from routehead_pyserini.router import load_router
+
+    bm25 = tmp_path / "bm25.trec"
+    assert cli("search", "--index", demo_index, "--topics", "demo", "-o", bm25, "--hits", 6).exit_code == 0
+    common = ["--run", bm25, "--index", demo_index, "--topics", "demo", "--top-k", 4, "--cache-dir", tmp_path / "cache"]
+    labelled = cli("label", *common, "--qrels", "demo", "-o", tmp_path / "labels.jsonl", "--max-size", 3,
+                   "--static-heads", tmp_path / "static.json", "--static-k", 5)
+    assert labelled.exit_code == 0, labelled.output
+    labels = read_labels(tmp_path / "labels.jsonl")
+    assert len(labels) >= 10 and all(1 <= len(q.heads) <= 3 for q in labels.queries.values())
+    # the search starts from the best single heads, so a label is never worse than the best one
+    assert all(q.ndcg >= float(q.single_head_ndcg.max()) - 1e-6 for q in labels.queries.values())
+    static = read_head_set(tmp_path / "static.json")
+    assert len(static.heads) == 5 and static.normalise == "zscore" and static.model_shape == (30, 9)
+
+    trained = cli("train", "--labels", tmp_path / "labels.jsonl", "--topics", "demo", "-o", tmp_path / "router.pt",
+                  "--epochs", 20, "--patience", 5, "--top-k", 3)
+    assert trained.exit_code == 0, trained.output
+    assert load_router(tmp_path / "router.pt", model=smollm2).extra["normalise"] == "zscore"
+
+    routed = cli("rerank", *common, "--router", tmp_path / "router.pt", "-o", tmp_path / "routed.trec")
+    assert routed.exit_code == 0, routed.output
+    assert "16 queries from the score cache" in routed.output  # routed heads are a subset of cached all-heads scores
+    fixed = cli("rerank", *common, "--heads", tmp_path / "static.json", "-o", tmp_path / "static.trec")
+    assert fixed.exit_code == 0 and (tmp_path / "static.trec").read_text() != (tmp_path / "routed.trec").read_text()
