@@ -159,10 +159,11 @@ def search(obj: Context, index_name: str, topics: str | None, output: Path, hits
 @click.option("-c", "--complete", is_flag=True, help="Score judged queries missing from a run as 0 (trec_eval -c).")
 @click.option("--test", type=click.Choice(["t-test", "randomization"]), default="t-test", show_default=True, help="Paired significance test.")
 @click.option("--top-k", default=None, type=int, help="Evaluate only the first K hits of each run.")
+@click.option("--common-queries", is_flag=True, help="Evaluate every run on the queries all runs have (e.g. a sampled re-ranking against a full first-stage run).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True, help="Report format; json includes per-query values.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the report here (atomically) instead of stdout.")
 @click.pass_obj
-def evaluate(obj: Context, runs: tuple[str, ...], qrels: str, baseline: str | None, measures: tuple[str, ...], relevance_level: int, complete: bool, test: str, top_k: int | None, fmt: str, output: Path | None) -> None:
+def evaluate(obj: Context, runs: tuple[str, ...], qrels: str, baseline: str | None, measures: tuple[str, ...], relevance_level: int, complete: bool, test: str, top_k: int | None, common_queries: bool, fmt: str, output: Path | None) -> None:
     """Evaluate TREC runs with trec_eval measures (pytrec_eval) against a baseline run.
 
     Prints per-run means, per-query wins/ties/losses against the baseline and a paired
@@ -180,9 +181,12 @@ def evaluate(obj: Context, runs: tuple[str, ...], qrels: str, baseline: str | No
         paths.insert(0, lookup(baseline, "run", obj.data_dir))
         runs = (baseline, *runs)
     names = _run_names(runs, paths)
+    loaded = [read_run(path) for path in paths]
+    if common_queries:
+        shared = set.intersection(*(set(r.qids()) for r in loaded))
+        loaded = [type(r)({q: h for q, h in r.hits.items() if q in shared}) for r in loaded]
     evaluations = []
-    for name, path in zip(names, paths):
-        run = read_run(path)
+    for name, run in zip(names, loaded):
         if top_k:
             run = run.top(top_k)
         evaluations.append(evaluate_run(run, judgements, parsed, relevance_level=relevance_level, complete=complete, run_name=name))
@@ -260,10 +264,10 @@ def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = Tru
     trained = None
     if router:
         from .models import load_model
-        from .router import load_router
+        from .router import load_any_router
 
         loaded = load_model(opts["model"], device=opts["device"], dtype=opts["dtype"])
-        trained = load_router(router, model=loaded)
+        trained = load_any_router(router, model=loaded)  # a learned or a kNN router, by the file's kind
         opts = {**opts, "model": loaded}
     reranker = Reranker(opts["model"], heads, settings=settings, device=opts["device"], dtype=opts["dtype"],
                         cache=(opts["cache_dir"] or True) if cache else False, router=trained)
@@ -275,7 +279,7 @@ def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = Tru
 @main.command()
 @scoring_options
 @click.option("--heads", default="all", show_default=True, help="'all' (ICR), 'layer.head' pairs like '14.3,15.0', or a head-set file.")
-@click.option("--router", "router_path", default=None, type=click.Path(exists=True, dir_okay=False), help="A router checkpoint (routehead-pyserini train): each query gets its own head set; overrides --heads.")
+@click.option("--router", "router_path", default=None, type=click.Path(exists=True, dir_okay=False), help="A router file (routehead-pyserini train, learned or --knn): each query gets its own head set; overrides --heads.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Re-ranked TREC run to write (atomically).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the per-head score cache (no resume).")
 @click.option("--run-tag", default=None, help="Last column of the run [default: routehead-<model>].")
@@ -357,10 +361,12 @@ def _text_source(obj: Context, index_name, corpus, candidates, topics):
 @click.option("--beam", default=4, show_default=True, help="Beam width of the forward selection.")
 @click.option("--max-size", default=8, show_default=True, help="Largest head set searched.")
 @click.option("--normalise", type=click.Choice(["zscore", "none"]), default="zscore", show_default=True, help="Per-head normalisation within a query before heads are summed.")
-@click.option("--static-heads", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write the QRHead-style static head set (top --static-k heads by mean single-head nDCG@10) here.")
-@click.option("--static-k", default=16, show_default=True, help="Size of the static head set.")
+@click.option("--static-heads", default=None, help="Also write the QRHead-style static head set (top --static-k heads by mean single-head nDCG@10 over these queries) here; '{k}' in the path is replaced by the size.")
+@click.option("--static-k", default="16", show_default=True, help="Size(s) of the static head set, comma-separated (1 gives the best single head).")
+@click.option("--random-heads", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a random head set of the mean label size here (the random-heads baseline).")
+@click.option("--random-seed", default=0, show_default=True, help="Seed of --random-heads.")
 @click.pass_obj
-def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, normalise: str, static_heads: Path | None, static_k: int, **opts) -> None:
+def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, normalise: str, static_heads: str | None, static_k: str, random_heads: Path | None, random_seed: int, **opts) -> None:
     """Pseudo labels: for each judged training query, the head set with the best nDCG@10.
 
     Reads (or computes once) the all-heads score cache of the candidates, then searches per query
@@ -369,7 +375,7 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
     all-heads nDCG@10 and every single head's nDCG@10.
     """
     from .heads import write_head_set
-    from .labels import SearchParams, label_queries, static_head_set, write_labels
+    from .labels import SearchParams, label_queries, random_head_set, static_head_set, write_labels
     from .registry import lookup
     from .trec import read_qrels
 
@@ -387,9 +393,19 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
     base = sum(q.all_heads_ndcg for q in labels.queries.values()) / max(len(labels), 1)
     click.echo(f"wrote {len(labels)} labels to {output} (mean label nDCG@10 {mean:.4f}, all heads {base:.4f}; "
                f"skipped: {', '.join(f'{k} {len(v)}' for k, v in labels.skipped.items())})")
+    sizes = [int(k) for k in static_k.split(",")]
     if static_heads:
-        write_head_set(static_head_set(labels, static_k), static_heads)
-        click.echo(f"wrote the static top-{static_k} head set to {static_heads}")
+        if len(sizes) > 1 and "{k}" not in static_heads:
+            raise click.UsageError("several --static-k sizes need '{k}' in the --static-heads path")
+        for k in sizes:
+            path = static_heads.replace("{k}", str(k))
+            write_head_set(static_head_set(labels, k), path)
+            click.echo(f"wrote the static top-{k} head set to {path}")
+    if random_heads:
+        size = max(1, round(sum(len(q.heads) for q in labels.queries.values()) / max(len(labels), 1)))
+        write_head_set(random_head_set(labels.shape, size, seed=random_seed, normalise=normalise,
+                                       model_name=model.name, model_fingerprint=model.fingerprint), random_heads)
+        click.echo(f"wrote a random set of {size} heads (seed {random_seed}) to {random_heads}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,8 +423,11 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
 @click.option("--top-k", default=None, type=int, help="Heads routed per query at inference [default: mean label-set size].")
 @click.option("--val-fraction", default=0.2, show_default=True, help="Share of training queries held out for early stopping (fixed by qid hash).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the split and of training.")
+@click.option("--knn", "knn", default=None, type=click.IntRange(min=1), help="Build the nearest-neighbour baseline with this many neighbours instead of training (no split, no epochs).")
+@click.option("--knn-vote", type=click.Choice(["count", "similarity"]), default="count", show_default=True, help="--knn: each neighbour votes 1, or its cosine similarity (>= 0), for every head of its label.")
+@click.option("--knn-raw", is_flag=True, help="--knn: cosine of the raw embeddings (default: standardised per dimension first).")
 @click.pass_obj
-def train(obj: Context, labels_path: str, topics: str, output: Path, model: str | None, layer: int | None, pooling: str, head_dim: int, sparsity: float, epochs: int, patience: int, top_k: int | None, val_fraction: float, seed: int) -> None:
+def train(obj: Context, labels_path: str, topics: str, output: Path, model: str | None, layer: int | None, pooling: str, head_dim: int, sparsity: float, epochs: int, patience: int, top_k: int | None, val_fraction: float, seed: int, knn: int | None, knn_vote: str, knn_raw: bool) -> None:
     """Train the RouteHead router on pseudo labels and save a checkpoint tied to its LLM.
 
     Each training query is embedded from the frozen LLM's hidden states over the query text alone;
@@ -416,7 +435,19 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
     projected query, trained with binary cross-entropy on the labels plus a sparsity regulariser.
     The checkpoint records the LLM (name and config fingerprint), the prompt settings of the labels
     and the hyper-parameters; loading it with another LLM is an error.
+
+    With --knn K, the same embeddings and labels make the nearest-neighbour baseline instead: a
+    query is routed to the --top-k heads most voted for by the labels of its K nearest training
+    queries (cosine, exact faiss search). `rerank --router` takes either file.
     """
+    ctx = click.get_current_context()
+    learned_only = ["head_dim", "sparsity", "epochs", "patience", "val_fraction", "seed"]
+    if knn is not None:
+        given = [n for n in learned_only if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join('--' + n.replace('_', '-') for n in given)}: options of the learned router, not of --knn")
+    elif knn_raw or ctx.get_parameter_source("knn_vote") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--knn-vote and --knn-raw need --knn")
     import torch
 
     from .labels import read_labels
@@ -434,13 +465,24 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
     qids = [q for q in labels.queries if q in topic_map]
     if len(qids) < len(labels.queries):
         raise RouterError(f"{len(labels.queries) - len(qids)} labelled queries have no text in {topics}")
+    embeddings = embed_queries(loaded, [topic_map[q] for q in qids], layer=layer, pooling=pooling, progress=obj.progress)
+    extra = {"normalise": labels.params.normalise, "labels": str(labels_path), "training_queries": len(qids)}
+    if knn is not None:
+        from .knn_router import KnnConfig, KnnRouter, label_recall, save_knn_router
+
+        knn_router = KnnRouter(embeddings, [labels.queries[q].heads for q in qids],
+                               KnnConfig(k=knn, vote=knn_vote, top_m=top_k, standardise=not knn_raw,
+                                         embedding_layer=layer, embedding_pooling=pooling),
+                               shape=loaded.spec.shape, query_ids=qids, model=loaded)
+        recall = label_recall(knn_router.leave_one_out(), knn_router.label_sets) if len(qids) > 1 else float("nan")
+        save_knn_router(knn_router, output, model=loaded, prompt_settings=labels.settings, extra=extra)
+        click.echo(f"wrote {output}: {knn_router.describe()}; leave-one-out label recall {recall:.4f}")
+        return
     config = RouterConfig(head_dim=head_dim, sparsity=sparsity, epochs=epochs, patience=patience, seed=seed,
                           embedding_layer=layer, embedding_pooling=pooling, top_k=top_k)
-    embeddings = embed_queries(loaded, [topic_map[q] for q in qids], layer=layer, pooling=pooling, progress=obj.progress)
     targets = torch.stack([labels.head_set(q).mask(loaded.spec.shape) for q in qids])
     trained = train_router(embeddings, targets, config, val_fraction=val_fraction, query_ids=qids, model=loaded)
-    save_router(trained, output, model=loaded, prompt_settings=labels.settings,
-                extra={"normalise": labels.params.normalise, "labels": str(labels_path), "training_queries": len(qids)})
+    save_router(trained, output, model=loaded, prompt_settings=labels.settings, extra=extra)
     click.echo(f"wrote {output}: {len(qids)} queries, best epoch {trained.best_epoch}, routes {trained.default_top_k} heads per query by default")
 
 

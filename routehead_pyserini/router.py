@@ -484,14 +484,33 @@ def _check_plain(value: Any, where: str) -> None:
                       "(use str, numbers, bools, None, lists and dicts)")
 
 
-def load_router(path: str | os.PathLike[str], *, model: LoadedModel | None = None) -> TrainedRouter:
-    """Read a router file; with ``model``, check that it is the LLM the router was trained for."""
+def read_router_file(path: str | os.PathLike[str]) -> Any:
+    """The contents of a router file of any kind (``weights_only=True``)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RouterError(f"router file not found: {path}") from None
     except Exception as error:  # unpickling raises many types for a file that is not ours
         raise RouterError(f"{path}: not a router file ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+
+
+def load_any_router(path: str | os.PathLike[str], *, model: LoadedModel | None = None):
+    """A learned router (:class:`TrainedRouter`) or a kNN router (:class:`.knn_router.KnnRouter`),
+    whichever ``path`` holds (by its ``"kind"``); with ``model``, checked against it."""
+    payload = read_router_file(path)
+    if isinstance(payload, dict) and payload.get("kind") == "knn":
+        from .knn_router import knn_router_from_payload
+
+        return knn_router_from_payload(payload, path, model=model)
+    return _router_from_payload(payload, path, model=model)
+
+
+def load_router(path: str | os.PathLike[str], *, model: LoadedModel | None = None) -> TrainedRouter:
+    """Read a router file; with ``model``, check that it is the LLM the router was trained for."""
+    return _router_from_payload(read_router_file(path), path, model=model)
+
+
+def _router_from_payload(payload: Any, path: str | os.PathLike[str], *, model: LoadedModel | None = None) -> TrainedRouter:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RouterError(f"{path}: not a router file (expected format {FORMAT!r})")
     if model is not None:

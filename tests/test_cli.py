@@ -112,14 +112,17 @@ def test_label_train_and_routed_rerank_on_the_demo(cli, jvm, smollm2, demo_index
     assert cli("search", "--index", demo_index, "--topics", "demo", "-o", bm25, "--hits", 6).exit_code == 0
     common = ["--run", bm25, "--index", demo_index, "--topics", "demo", "--top-k", 4, "--cache-dir", tmp_path / "cache"]
     labelled = cli("label", *common, "--qrels", "demo", "-o", tmp_path / "labels.jsonl", "--max-size", 3,
-                   "--static-heads", tmp_path / "static.json", "--static-k", 5)
+                   "--static-heads", str(tmp_path / "static{k}.json"), "--static-k", "1,5", "--random-heads", tmp_path / "random.json")
     assert labelled.exit_code == 0, labelled.output
     labels = read_labels(tmp_path / "labels.jsonl")
     assert len(labels) >= 10 and all(1 <= len(q.heads) <= 3 for q in labels.queries.values())
     # the search starts from the best single heads, so a label is never worse than the best one
     assert all(q.ndcg >= float(q.single_head_ndcg.max()) - 1e-6 for q in labels.queries.values())
-    static = read_head_set(tmp_path / "static.json")
+    static = read_head_set(tmp_path / "static5.json")
     assert len(static.heads) == 5 and static.normalise == "zscore" and static.model_shape == (30, 9)
+    assert set(read_head_set(tmp_path / "static1.json").heads) <= set(static.heads)
+    mean_size = round(sum(len(q.heads) for q in labels.queries.values()) / len(labels))
+    assert len(read_head_set(tmp_path / "random.json").heads) == max(1, mean_size)
 
     trained = cli("train", "--labels", tmp_path / "labels.jsonl", "--topics", "demo", "-o", tmp_path / "router.pt",
                   "--epochs", 20, "--patience", 5, "--top-k", 3)
@@ -129,5 +132,15 @@ def test_label_train_and_routed_rerank_on_the_demo(cli, jvm, smollm2, demo_index
     routed = cli("rerank", *common, "--router", tmp_path / "router.pt", "-o", tmp_path / "routed.trec")
     assert routed.exit_code == 0, routed.output
     assert "16 queries from the score cache" in routed.output  # routed heads are a subset of cached all-heads scores
-    fixed = cli("rerank", *common, "--heads", tmp_path / "static.json", "-o", tmp_path / "static.trec")
+    fixed = cli("rerank", *common, "--heads", tmp_path / "static5.json", "-o", tmp_path / "static.trec")
     assert fixed.exit_code == 0 and (tmp_path / "static.trec").read_text() != (tmp_path / "routed.trec").read_text()
+
+
+def test_evaluate_common_queries(cli, tmp_path):
+    full, part = tmp_path / "full.trec", tmp_path / "part.trec"
+    full.write_text("q01 Q0 D01 1 2.0 t\nq02 Q0 D07 1 2.0 t\n")
+    part.write_text("q01 Q0 D01 1 2.0 t\n")
+    data = json.loads(cli("evaluate", full, part, "--qrels", DEMO_DATA / "qrels.txt", "--common-queries", "--format", "json").output)
+    assert [r["queries"] for r in data["runs"]] == [1, 1]
+    data = json.loads(cli("evaluate", full, part, "--qrels", DEMO_DATA / "qrels.txt", "--format", "json").output)
+    assert [r["queries"] for r in data["runs"]] == [2, 1]
