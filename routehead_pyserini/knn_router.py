@@ -54,7 +54,7 @@ from . import heads as heads_mod
 from .files import atomic_open
 from .heads import HeadSet
 from .models import LoadedModel
-from .router import RouterError, _check_plain, check_model, model_info
+from .router import RouterError, _check_plain, check_model, fitting_model_info
 
 logger = logging.getLogger(__name__)
 
@@ -332,14 +332,7 @@ def save_knn_router(
     """
     from .query_embedding import resolve_layer
 
-    info = model_info(model)
-    if router.model_info:
-        check_model(router.model_info, model)
-    if (info["layers"], info["heads"]) != router.shape:
-        raise RouterError(f"router over {router.shape[0]} x {router.shape[1]} heads cannot belong to model "
-                          f"{model.name!r} with {info['layers']} layers x {info['heads']} heads")
-    if info["hidden"] != router.input_dim:
-        raise RouterError(f"router input size {router.input_dim} != model {model.name!r} hidden size {info['hidden']}")
+    info = fitting_model_info(model, router.shape, router.input_dim, router.model_info)
     config = asdict(router.config)
     config["embedding_layer"] = resolve_layer(model.spec, router.config.embedding_layer)
     payload = {

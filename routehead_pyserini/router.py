@@ -419,6 +419,19 @@ def check_model(recorded: dict[str, Any], model: LoadedModel) -> None:
         )
 
 
+def fitting_model_info(model: LoadedModel, shape: tuple[int, int], input_dim: int, recorded: dict | None) -> dict:
+    """``model_info(model)``, after checking that a router of ``shape`` and ``input_dim`` belongs to it."""
+    info = model_info(model)
+    if recorded:
+        check_model(recorded, model)
+    if (info["layers"], info["heads"]) != tuple(shape):
+        raise RouterError(f"router over {shape[0]} x {shape[1]} heads cannot belong to model "
+                          f"{model.name!r} with {info['layers']} layers x {info['heads']} heads")
+    if info["hidden"] != input_dim:
+        raise RouterError(f"router input size {input_dim} != model {model.name!r} hidden size {info['hidden']}")
+    return info
+
+
 def save_router(
     trained: TrainedRouter,
     path: str | os.PathLike[str],
@@ -434,14 +447,7 @@ def save_router(
     """
     from .query_embedding import resolve_layer
 
-    info = model_info(model)
-    if trained.model_info:
-        check_model(trained.model_info, model)
-    if (info["layers"], info["heads"]) != trained.shape:
-        raise RouterError(f"router over {trained.shape[0]} x {trained.shape[1]} heads cannot belong to model "
-                          f"{model.name!r} with {info['layers']} layers x {info['heads']} heads")
-    if info["hidden"] != trained.router.input_dim:
-        raise RouterError(f"router input size {trained.router.input_dim} != model {model.name!r} hidden size {info['hidden']}")
+    info = fitting_model_info(model, trained.shape, trained.router.input_dim, trained.model_info)
     config = asdict(trained.config)
     config["embedding_layer"] = resolve_layer(model.spec, trained.config.embedding_layer)
     payload = {
