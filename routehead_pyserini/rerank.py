@@ -139,7 +139,7 @@ class Reranker:
         self.model = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
         self.head_set = heads if isinstance(heads, HeadSet) else parse_heads(heads)
         self.head_set.check_shape(self.model.spec.shape)
-        self.router = router  # a router.TrainedRouter: each query gets its own head set
+        self.router = router  # a TrainedRouter or KnnRouter: each query gets its own head set
         if router is not None:
             from .router import check_model
 
