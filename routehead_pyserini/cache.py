@@ -123,11 +123,8 @@ class ScoreCache:
             window_size=tensors["window_size"],
             info=json.loads(meta.get("info", "{}")),
         )
-        if mask is not None and not scores.covers(mask):
-            return None
-        if mask is None and not bool(scores.computed.all()):
-            return None
-        return scores
+        wanted = mask if mask is not None else torch.ones_like(scores.computed)
+        return scores if scores.covers(wanted) else None
 
     def put(self, entry: str, scores: QueryScores) -> None:
         """Store ``scores`` atomically (an existing entry is replaced)."""
