@@ -1,5 +1,5 @@
 # Set-up and the two everyday jobs. A fresh machine needs only Python 3.11 and network access to PyPI.
-#   make demo   install into .venv, then run the demo on the embedded collection
+#   make demo   install into .venv, then run the demo pipeline (pipelines/demo.yaml) on the embedded collection
 #   make test   install what is missing, then run the test suite (what CI runs)
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -21,7 +21,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt Makefile
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/routehead-pyserini demo
+	$(VENV)/bin/routehead-pyserini pipeline run pipelines/demo.yaml
 
 test: install
 	$(PY) -m pytest -q

@@ -93,6 +93,8 @@ class ScoreCache:
     """Folder of per-query :class:`QueryScores` for one model and one set of prompt settings."""
 
     def __init__(self, model_fingerprint: str, settings, root: str | os.PathLike[str] | None = None):
+        if hasattr(settings, "cache_key"):  # PromptSettings: newer fields at their default stay out of the key
+            settings = settings.cache_key()
         self.settings = json.loads(_stable_json(settings))
         key = _digest(_stable_json({"format": CACHE_FORMAT, "model": model_fingerprint, "settings": self.settings}))
         self.folder = Path(root) if root is not None else config.score_cache_dir()

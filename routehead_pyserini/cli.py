@@ -79,9 +79,11 @@ def main(ctx: click.Context, data_dir: Path | None, log_level: str, log_file: st
     First stage:  index, search
     Second stage: rerank, analyze-heads
     RouteHead:    label, train, rerank --router
+    Baselines:    train-weights (learned head weights, --fuse with BM25), rerank --method dense
     Evaluation:   evaluate, random-order (control)
     Registry:     datasets (names usable for --index/--topics/--qrels/--run)
     Demo:         demo (index + BM25 + evaluation on the embedded collection)
+    Pipelines:    pipeline run FILE.yaml (stages of these commands); heads (head sets, routing)
     """
     _setup_logging(log_level, quiet, log_file)
     ctx.obj = Context(data_dir=config.data_dir(data_dir), quiet=quiet)
@@ -162,18 +164,28 @@ def search(obj: Context, index_name: str, topics: str | None, output: Path, hits
 @click.option("--common-queries", is_flag=True, help="Evaluate every run on the queries all runs have (e.g. a sampled re-ranking against a full first-stage run).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True, help="Report format; json includes per-query values.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the report here (atomically) instead of stdout.")
+@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also write report.md, report.json and PNG figures (means with confidence intervals, per-query deltas, heads) into this folder.")
+@click.option("--router", "router_path", default=None, type=click.Path(exists=True, dir_okay=False), help="--report-dir: route the evaluated queries with this router file and plot how often it picks each head.")
+@click.option("--heads", "heads_path", default=None, type=click.Path(exists=True, dir_okay=False), help="--report-dir: a static head-set file to mark on the heads figure.")
+@click.option("--topics", default=None, help="--router: the queries' text (file or registry name) [default: the --qrels name's topics].")
+@click.option("--title", default=None, help="--report-dir: the report's title [default: the qrels and the number of runs].")
 @click.pass_obj
-def evaluate(obj: Context, runs: tuple[str, ...], qrels: str, baseline: str | None, measures: tuple[str, ...], relevance_level: int, complete: bool, test: str, top_k: int | None, common_queries: bool, fmt: str, output: Path | None) -> None:
+def evaluate(obj: Context, runs: tuple[str, ...], qrels: str, baseline: str | None, measures: tuple[str, ...], relevance_level: int, complete: bool, test: str, top_k: int | None, common_queries: bool, fmt: str, output: Path | None,
+             report_dir: Path | None, router_path: str | None, heads_path: str | None, topics: str | None, title: str | None) -> None:
     """Evaluate TREC runs with trec_eval measures (pytrec_eval) against a baseline run.
 
     Prints per-run means, per-query wins/ties/losses against the baseline and a paired
-    significance test. Run names in the table are the file names without extension.
+    significance test. Run names in the table are the file names without extension. With
+    --report-dir, the same numbers also go to report.md / report.json with figures; --router adds
+    a layer x head map of the heads it picks for the evaluated queries (the LLM it names is loaded).
     """
     from .evaluate import DEFAULT_MEASURES, build_report, evaluate_run, parse_measure
     from .files import atomic_write_text
     from .registry import lookup
     from .trec import read_qrels, read_run
 
+    if (router_path or heads_path or topics or title) and not report_dir:
+        raise click.UsageError("--router, --heads, --topics and --title belong to --report-dir")
     parsed = [parse_measure(m) for m in (measures or DEFAULT_MEASURES)]
     judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))
     paths = [lookup(r, "run", obj.data_dir) for r in runs]
@@ -198,6 +210,29 @@ def evaluate(obj: Context, runs: tuple[str, ...], qrels: str, baseline: str | No
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)
+    if report_dir:
+        _write_report_dir(obj, report, report_dir, qrels=qrels, relevance_level=relevance_level, router_path=router_path,
+                          heads_path=heads_path, topics=topics, title=title or f"Evaluation on {qrels}: {len(evaluations)} runs",
+                          extra={"complete": complete, "top_k": top_k, "common_queries": common_queries})
+        click.echo(f"wrote report.md, report.json and figures to {report_dir}")
+
+
+def _write_report_dir(obj: Context, report, report_dir: Path, *, qrels: str, relevance_level: int, router_path: str | None,
+                      heads_path: str | None, topics: str | None, title: str, extra: dict) -> None:
+    from .heads import read_head_set
+    from .registry import lookup
+    from .report import ReportSettings, write_report
+
+    routing = None
+    if router_path:
+        from .routing_stats import route_topics
+        from .trec import read_topics
+
+        qids = sorted(set().union(*(e.per_query for e in report.evaluations)))
+        routing = route_topics(router_path, read_topics(lookup(topics or qrels, "topics", obj.data_dir)), qids, progress=obj.progress)
+    static = read_head_set(heads_path) if heads_path else None
+    write_report(report, report_dir, ReportSettings(title, qrels, relevance_level, extra), routing=routing, static=static,
+                 static_path=heads_path)
 
 
 def _run_names(given: tuple[str, ...], paths: list[Path]) -> list[str]:
@@ -217,7 +252,10 @@ _SCORING_OPTIONS = [
     click.option("--topics", default=None, help="Topics (file or registry name) [default: the --index name's topics, or the queries in --candidates]."),
     click.option("--model", default="smollm2-135m", show_default=True, help="smollm2-135m, gemma3-270m, a Hugging Face name, a local folder or a .gguf file."),
     click.option("--top-k", default=20, show_default=True, help="Score the first K candidates; the rest keep their order below."),
-    click.option("--order", type=click.Choice(["bm25", "reversed"]), default="bm25", show_default=True, help="Prompt order: first-stage rank 1 first (ICR) or last (nearest the query)."),
+    click.option("--order", type=click.Choice(["bm25", "reversed", "both"]), default="bm25", show_default=True, help="Listwise prompt order: first-stage rank 1 first (ICR), last (nearest the query), or both: the calibrated scores of the two orders summed (reuses each order's cache)."),
+    click.option("--mode", type=click.Choice(["listwise", "pointwise"]), default="listwise", show_default=True, help="listwise: all candidates in one prompt (ICR); pointwise: one prompt per candidate (that passage, then the query), window size 1."),
+    click.option("--attention-norm", type=click.Choice(["raw", "no-sink"]), default="raw", show_default=True, help="Attention mass of the query rows on a passage: raw, or among all keys but the prompt's first token (the attention sink)."),
+    click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Prompts per forward pass, padded: pointwise candidates (or listwise windows) of one query. Same scores; speed only."),
     click.option("--doc-max-tokens", default=256, show_default=True, help="Truncate each document to this many tokens (counted)."),
     click.option("--max-context", default=None, type=int, help="Token budget of one prompt; longer lists are split into windows [default: the model's context]."),
     click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1..."),
@@ -226,6 +264,7 @@ _SCORING_OPTIONS = [
     click.option("--on-missing", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="A candidate without text: fail, or keep it unscored below the scored ones (counted)."),
     click.option("--sample", default=None, type=int, help="Only a fixed random sample of this many queries (chosen by --seed and qid alone)."),
     click.option("--seed", default=0, show_default=True, help="Seed of --sample."),
+    click.option("--sample-offset", default=0, show_default=True, type=click.IntRange(min=0), help="Skip the first N queries of the --sample order: --sample 100 --sample-offset 200 is disjoint from --sample 200 (a validation split)."),
 ]
 
 
@@ -258,9 +297,15 @@ def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = Tru
         raise click.UsageError("give exactly one of --index, --corpus, --candidates for document text")
     run = read_run(lookup(opts["run_name"], "run", obj.data_dir))
     if opts["sample"] is not None:
-        run = sample_queries(run, opts["sample"], seed=opts["seed"])
+        run = sample_queries(run, opts["sample"], seed=opts["seed"], offset=opts["sample_offset"])
+    elif opts["sample_offset"]:
+        raise click.UsageError("--sample-offset needs --sample")
     texts, topic_map = _text_source(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
-    settings = PromptSettings(doc_max_tokens=opts["doc_max_tokens"] or None, max_context=opts["max_context"], order=opts["order"])
+    mode = opts.get("mode", "listwise")
+    if mode == "pointwise" and opts["order"] != "bm25":
+        raise click.UsageError("--order applies to --mode listwise (a pointwise prompt holds one passage)")
+    settings = PromptSettings(doc_max_tokens=opts["doc_max_tokens"] or None, max_context=opts["max_context"], order=opts["order"],
+                              mode=mode, attention_norm=opts.get("attention_norm", "raw"))
     trained = None
     if router:
         from .models import load_model
@@ -269,7 +314,7 @@ def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = Tru
         loaded = load_model(opts["model"], device=opts["device"], dtype=opts["dtype"])
         trained = load_any_router(router, model=loaded)  # a learned or a kNN router, by the file's kind
         opts = {**opts, "model": loaded}
-    reranker = Reranker(opts["model"], heads, settings=settings, device=opts["device"], dtype=opts["dtype"],
+    reranker = Reranker(opts["model"], heads, settings=settings, device=opts["device"], dtype=opts["dtype"], batch_size=opts.get("batch_size", 1),
                         cache=(opts["cache_dir"] or True) if cache else False, router=trained)
     logger.info("scoring with %s", reranker.describe())
     return ScoringJob(reranker, run, topic_map, texts, opts["top_k"], opts["on_missing"])
@@ -283,21 +328,55 @@ def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = Tru
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Re-ranked TREC run to write (atomically).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the per-head score cache (no resume).")
 @click.option("--run-tag", default=None, help="Last column of the run [default: routehead-<model>].")
+@click.option("--method", type=click.Choice(["heads", "dense"]), default="heads", show_default=True, help="heads: attention heads of --model; dense: cosine similarity of --dense-model embeddings (no LLM; the prompt options do not apply).")
+@click.option("--dense-model", default="all-minilm-l6-v2", show_default=True, help="--method dense: 'all-minilm-l6-v2' (the copy packaged on PyPI) or a local sentence-transformers folder (mean pooling).")
+@click.option("--dense-batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="--method dense: texts per encoder batch.")
 @click.pass_obj
-def rerank(obj: Context, heads: str, router_path: str | None, output: Path, no_cache: bool, run_tag: str | None, **opts) -> None:
+def rerank(obj: Context, heads: str, router_path: str | None, output: Path, no_cache: bool, run_tag: str | None, method: str, dense_model: str, dense_batch_size: int, **opts) -> None:
     """Re-rank a first-stage run with attention heads of a frozen LLM and write a TREC run.
 
     Per query, the top-K candidates and the query go into one ICR prompt (documents first, query
     last); each candidate's score is the attention its tokens get from the query tokens, minus the
     attention they get from the content-free query "N/A", summed over the chosen heads. Per-head
     scores are cached, so a rerun (or another --heads) costs no model time and an interrupted job
-    resumes where it stopped.
+    resumes where it stopped. A head-set file from `train-weights --fuse` also adds its learned
+    weight times the first-stage score (z-normalised within the query).
+
+    --method dense is the bi-encoder baseline: candidates sorted by the cosine similarity of their
+    all-MiniLM-L6-v2 embedding to the query's (truncated at 256 word pieces).
     """
     from .trec import write_run
 
+    if method == "dense":
+        if heads != "all" or router_path:
+            raise click.UsageError("--heads and --router belong to --method heads")
+        _dense_rerank(obj, opts, dense_model, dense_batch_size, output, run_tag)
+        return
     job = _scoring_job(obj, opts, heads, cache=not no_cache, router=router_path)
     reranked, stats = job.reranker.rerank_run(job.run, job.topics, job.texts, top_k=job.top_k, on_missing=job.on_missing, progress=obj.progress)
     write_run(reranked, output, tag=run_tag or f"routehead-{Path(str(opts['model'])).name}")
+    click.echo(f"wrote {output}: {stats.summary()}")
+
+
+def _dense_rerank(obj: Context, opts: dict, dense_model: str, batch_size: int, output: Path, run_tag: str | None) -> None:
+    """``rerank --method dense``: the same run, sample and text source as the head re-ranker, no LLM."""
+    from .controls import sample_queries
+    from .dense import dense_rerank, load_encoder
+    from .registry import lookup
+    from .trec import read_run, write_run
+
+    if len([k for k in ("index_name", "corpus", "candidates") if opts[k]]) != 1:
+        raise click.UsageError("give exactly one of --index, --corpus, --candidates for document text")
+    run = read_run(lookup(opts["run_name"], "run", obj.data_dir))
+    if opts["sample"] is not None:
+        run = sample_queries(run, opts["sample"], seed=opts["seed"], offset=opts["sample_offset"])
+    elif opts["sample_offset"]:
+        raise click.UsageError("--sample-offset needs --sample")
+    texts, topic_map = _text_source(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
+    encoder = load_encoder(dense_model, device=opts["device"])
+    reranked, stats = dense_rerank(encoder, run, topic_map, texts, top_k=opts["top_k"], on_missing=opts["on_missing"],
+                                   batch_size=batch_size, progress=obj.progress)
+    write_run(reranked, output, tag=run_tag or f"dense-{Path(dense_model).name}")
     click.echo(f"wrote {output}: {stats.summary()}")
 
 
@@ -365,8 +444,9 @@ def _text_source(obj: Context, index_name, corpus, candidates, topics):
 @click.option("--static-k", default="16", show_default=True, help="Size(s) of the static head set, comma-separated (1 gives the best single head).")
 @click.option("--random-heads", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a random head set of the mean label size here (the random-heads baseline).")
 @click.option("--random-seed", default=0, show_default=True, help="Seed of --random-heads.")
+@click.option("--random-size", default=None, type=click.IntRange(min=1), help="Size of the --random-heads set [default: the mean label-set size]; give the routed size of the router it is compared with.")
 @click.pass_obj
-def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, normalise: str, static_heads: str | None, static_k: str, random_heads: Path | None, random_seed: int, **opts) -> None:
+def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, normalise: str, static_heads: str | None, static_k: str, random_heads: Path | None, random_seed: int, random_size: int | None, **opts) -> None:
     """Pseudo labels: for each judged training query, the head set with the best nDCG@10.
 
     Reads (or computes once) the all-heads score cache of the candidates, then searches per query
@@ -402,7 +482,7 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
             write_head_set(static_head_set(labels, k), path)
             click.echo(f"wrote the static top-{k} head set to {path}")
     if random_heads:
-        size = max(1, round(sum(len(q.heads) for q in labels.queries.values()) / max(len(labels), 1)))
+        size = random_size or max(1, round(sum(len(q.heads) for q in labels.queries.values()) / max(len(labels), 1)))
         write_head_set(random_head_set(labels.shape, size, seed=random_seed, normalise=normalise,
                                        model_name=model.name, model_fingerprint=model.fingerprint), random_heads)
         click.echo(f"wrote a random set of {size} heads (seed {random_seed}) to {random_heads}")
@@ -420,19 +500,21 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
 @click.option("--sparsity", default=0.1, show_default=True, help="Weight of the sparsity regulariser (mean routing probability).")
 @click.option("--epochs", default=300, show_default=True, help="Maximum epochs (early stopping on validation loss).")
 @click.option("--patience", default=30, show_default=True, help="Epochs without validation improvement before stopping.")
-@click.option("--top-k", default=None, type=int, help="Heads routed per query at inference [default: mean label-set size].")
+@click.option("--targets", type=click.Choice(["soft", "set", "tied"]), default="soft", show_default=True, help="What the router learns per training query: soft = every head's own nDCG@10 (graded, no arbitrary tie-breaks); set = the searched label set (the paper's pseudo label); tied = all heads tied at the best single-head nDCG@10.")
+@click.option("--top-k", default=None, type=int, help="Heads routed per query at inference [default: 16 for soft targets (the static set's size), else the mean label-set size].")
 @click.option("--val-fraction", default=0.2, show_default=True, help="Share of training queries held out for early stopping (fixed by qid hash).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the split and of training.")
 @click.option("--knn", "knn", default=None, type=click.IntRange(min=1), help="Build the nearest-neighbour baseline with this many neighbours instead of training (no split, no epochs).")
 @click.option("--knn-vote", type=click.Choice(["count", "similarity"]), default="count", show_default=True, help="--knn: each neighbour votes 1, or its cosine similarity (>= 0), for every head of its label.")
 @click.option("--knn-raw", is_flag=True, help="--knn: cosine of the raw embeddings (default: standardised per dimension first).")
 @click.pass_obj
-def train(obj: Context, labels_path: str, topics: str, output: Path, model: str | None, layer: int | None, pooling: str, head_dim: int, sparsity: float, epochs: int, patience: int, top_k: int | None, val_fraction: float, seed: int, knn: int | None, knn_vote: str, knn_raw: bool) -> None:
+def train(obj: Context, labels_path: str, topics: str, output: Path, model: str | None, layer: int | None, pooling: str, head_dim: int, sparsity: float, epochs: int, patience: int, targets: str, top_k: int | None, val_fraction: float, seed: int, knn: int | None, knn_vote: str, knn_raw: bool) -> None:
     """Train the RouteHead router on pseudo labels and save a checkpoint tied to its LLM.
 
     Each training query is embedded from the frozen LLM's hidden states over the query text alone;
     the router scores every (layer, head) by the interaction of a learned head embedding with the
-    projected query, trained with binary cross-entropy on the labels plus a sparsity regulariser.
+    projected query, trained with binary cross-entropy on targets from the labels (--targets) plus a
+    sparsity regulariser.
     The checkpoint records the LLM (name and config fingerprint), the prompt settings of the labels
     and the hyper-parameters; loading it with another LLM is an error.
 
@@ -448,9 +530,7 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
             raise click.UsageError(f"{', '.join('--' + n.replace('_', '-') for n in given)}: options of the learned router, not of --knn")
     elif knn_raw or ctx.get_parameter_source("knn_vote") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--knn-vote and --knn-raw need --knn")
-    import torch
-
-    from .labels import read_labels
+    from .labels import read_labels, router_targets, target_sets
     from .models import load_model
     from .query_embedding import embed_queries
     from .registry import lookup
@@ -466,11 +546,14 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
     if len(qids) < len(labels.queries):
         raise RouterError(f"{len(labels.queries) - len(qids)} labelled queries have no text in {topics}")
     embeddings = embed_queries(loaded, [topic_map[q] for q in qids], layer=layer, pooling=pooling, progress=obj.progress)
-    extra = {"normalise": labels.params.normalise, "labels": str(labels_path), "training_queries": len(qids)}
+    extra = {"normalise": labels.params.normalise, "labels": str(labels_path), "training_queries": len(qids), "targets": targets}
+    goal = router_targets(labels, qids, targets)
+    if targets == "soft" and top_k is None:
+        top_k = 16
     if knn is not None:
         from .knn_router import KnnConfig, KnnRouter, label_recall, save_knn_router
 
-        knn_router = KnnRouter(embeddings, [labels.queries[q].heads for q in qids],
+        knn_router = KnnRouter(embeddings, target_sets(goal, top_k if targets == "soft" else None),
                                KnnConfig(k=knn, vote=knn_vote, top_m=top_k, standardise=not knn_raw,
                                          embedding_layer=layer, embedding_pooling=pooling),
                                shape=loaded.spec.shape, query_ids=qids, model=loaded)
@@ -480,10 +563,70 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
         return
     config = RouterConfig(head_dim=head_dim, sparsity=sparsity, epochs=epochs, patience=patience, seed=seed,
                           embedding_layer=layer, embedding_pooling=pooling, top_k=top_k)
-    targets = torch.stack([labels.head_set(q).mask(loaded.spec.shape) for q in qids])
-    trained = train_router(embeddings, targets, config, val_fraction=val_fraction, query_ids=qids, model=loaded)
+    trained = train_router(embeddings, goal, config, val_fraction=val_fraction, query_ids=qids, model=loaded)
     save_router(trained, output, model=loaded, prompt_settings=labels.settings, extra=extra)
     click.echo(f"wrote {output}: {len(qids)} queries, best epoch {trained.best_epoch}, routes {trained.default_top_k} heads per query by default")
+
+
+# --------------------------------------------------------------------------------------------
+@main.command("train-weights")
+@scoring_options
+@click.option("--qrels", required=True, help="Qrels of the training queries (file or registry name).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Weights file to write: a head-set file for `rerank --heads`.")
+@click.option("--loss", type=click.Choice(["pairwise", "pointwise", "listwise"]), default="pairwise", show_default=True, help="RankNet pairs, logistic regression on relevant/not, or ListNet (top one).")
+@click.option("--penalty", type=click.Choice(["l1", "l2"]), default="l1", show_default=True, help="Regularisation of the weights (l1 keeps few heads).")
+@click.option("--lambdas", default=None, help="Comma-separated regularisation strengths to cross-validate [default: 10 values from the l1 lambda_max down 1000x; l2: 10 .. 1e-4].")
+@click.option("--folds", default=5, show_default=True, help="Cross-validation folds over training queries for choosing lambda (objective: mean nDCG@10).")
+@click.option("--fold-seed", default=0, show_default=True, help="Seed of the fold assignment (a hash of seed and qid).")
+@click.option("--fuse/--no-fuse", default=False, show_default=True, help="Also learn a weight for the first-stage score (z-normalised within each query).")
+@click.option("-l", "--relevance-level", default=1, show_default=True, help="--loss pointwise: the smallest grade counted as a positive.")
+@click.option("--cv-run", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a run of these queries, each re-ranked by weights trained without its outer fold (lambda chosen inside the other folds).")
+@click.option("--outer-folds", default=5, show_default=True, help="--cv-run: number of outer folds (assigned with --fold-seed).")
+@click.pass_obj
+def train_weights_cmd(obj: Context, qrels: str, output: Path, loss: str, penalty: str, lambdas: str | None, folds: int, fold_seed: int, fuse: bool, relevance_level: int, cv_run: Path | None, outer_folds: int, **opts) -> None:
+    """Learn one weight per head (and for the first stage, with --fuse) on judged training queries.
+
+    Features are the cached per-head scores z-normalised within each query (and, with --fuse, the
+    first-stage score z-normalised the same way); a linear ranker is trained with the chosen loss
+    and penalty, lambda chosen by --folds cross-validation over the training queries (mean nDCG@10).
+    The file is a head-set file with a weight per kept head (and a 'fuse' weight): `rerank --heads
+    FILE` applies it, and refuses it on any other model. No LLM time when the scores are cached.
+    """
+    from .heads import write_head_set
+    from .registry import lookup
+    from .rerank import ranked_hits
+    from .trec import Run, read_qrels, write_run
+    from .weights import TrainConfig, build_dataset, nested_cv_predictions, query_features, to_head_set, train_weights
+
+    try:
+        grid = None if lambdas is None else tuple(float(v) for v in lambdas.split(","))
+        config = TrainConfig(loss=loss, penalty=penalty, lambdas=grid, folds=folds, fold_seed=fold_seed, relevance_level=relevance_level)
+    except ValueError as exc:
+        raise click.UsageError(f"--lambdas/--folds: {exc}") from None
+    job = _scoring_job(obj, opts)
+    judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))
+    entries = []  # (qid, scores or None, first-stage scores of the scored candidates, the other hits)
+    for qid, scores, rest, _ in job.reranker.iter_scores(job.run, job.topics, job.texts, top_k=job.top_k,
+                                                         on_missing=job.on_missing, progress=obj.progress):
+        first = {h.docid: h.score for h in job.run[qid]}
+        entries.append((qid, scores, None if scores is None else [first[d] for d in scores.docids], rest))
+    dataset = build_dataset(((s, fs) for _, s, fs, _ in entries if s is not None), judgements, fuse=fuse, k=config.k)
+    learned = train_weights(dataset, config)
+    model = job.reranker.model
+    info = {"prompt_settings": {**job.reranker.describe()["settings"], "top_k": job.top_k}, "run": opts["run_name"],
+            "qrels": qrels, "sample": opts["sample"], "sample_seed": opts["seed"]}
+    write_head_set(to_head_set(learned, model_name=model.name, model_fingerprint=model.fingerprint, info=info), output)
+    best = next(p for p in learned.cv if p.lam == learned.lam)
+    fused = "" if not fuse else f", first-stage weight {learned.fuse_weight:.4f}"
+    click.echo(f"wrote {output}: {learned.training_queries} training queries, lambda {learned.lam:.4g} (CV nDCG@10 {best.ndcg:.4f}), "
+               f"{int((learned.head_weights != 0).sum())} of {learned.head_weights.numel()} heads weighted{fused}")
+    if cv_run:
+        features = {qid: query_features(s.calibrated, fs if fuse else None) for qid, s, fs, _ in entries if s is not None}
+        predicted, _ = nested_cv_predictions(dataset, features, config, outer_folds=outer_folds, seed=fold_seed)
+        hits = {qid: ranked_hits([], [], rest) if s is None else ranked_hits(s.docids, predicted[qid].tolist(), rest)
+                for qid, s, _, rest in entries}
+        write_run(Run(hits), cv_run, tag=f"weights-cv-{loss}-{penalty}" + ("-fused" if fuse else ""))
+        click.echo(f"wrote {cv_run}: {len(hits)} queries, each ranked by weights trained without its fold ({outer_folds} outer folds)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,6 +664,101 @@ def demo(obj: Context, output_dir: Path, hits: int, model: str) -> None:
     from .demo import run_demo
 
     click.echo(run_demo(output_dir, hits=hits, model=None if model == "none" else model, progress=obj.progress), nl=False)
+
+
+# --------------------------------------------------------------------------------------------
+@main.command("heads")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("--topics", default=None, help="A router SOURCE: the queries to route (file or registry name).")
+@click.option("--run", "run_name", default=None, help="A router SOURCE: route only the queries of this run (file or registry name).")
+@click.option("--overlay", default=None, type=click.Path(exists=True, dir_okay=False), help="A static head-set file to compare with and mark on the plot.")
+@click.option("--plot", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also draw a layer x head PNG here.")
+@click.option("--top", default=15, show_default=True, help="A router SOURCE: list this many of the most routed heads.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.pass_obj
+def heads_cmd(obj: Context, source: str, topics: str | None, run_name: str | None, overlay: str | None, plot: Path | None, top: int, as_json: bool) -> None:
+    """Show a head-set file, or a router's routing statistics over a query set.
+
+    SOURCE is a head-set file (label --static-heads, --random-heads, train-weights) or a router
+    file (train, learned or --knn). A router routes every query of --topics (or those of --run)
+    with the LLM it names; the output lists the mean set size, the number of distinct heads and
+    the most routed heads, and --plot draws how often each head is picked.
+    """
+    import json
+
+    from . import plots
+    from .heads import read_head_set
+    from .registry import lookup
+    from .routing_stats import describe_head_set, describe_routing, route_topics
+
+    static = read_head_set(overlay) if overlay else None
+    with open(source, "rb") as handle:  # head-set files are JSON; router files are torch archives
+        head_set = read_head_set(source) if handle.read(64).lstrip().startswith(b"{") else None
+    if head_set is not None:
+        if topics or run_name:
+            raise click.UsageError(f"{source} is a head-set file: --topics and --run are for routers")
+        shape = head_set.model_shape or (static.model_shape if static else None)
+        if plot:
+            if shape is None:
+                raise click.UsageError(f"{source} does not record its model's shape; cannot plot it")
+            share = head_set.mask(shape).numpy().astype(float)
+            plots.plot_head_heatmap(share, plot, static=static.heads or () if static else (), shape=shape,
+                                    title=f"{Path(source).name}: {head_set.describe()}", colour_label="in the set")
+        data = {"file": source, "heads": None if head_set.heads is None else [f"{l}.{h}" for l, h in head_set.heads],
+                "weights": head_set.weights, "model": head_set.model_name, "shape": shape,
+                "normalise": head_set.normalise, "source": head_set.source}
+        click.echo(json.dumps(data, indent=1) + "\n" if as_json else describe_head_set(head_set, source), nl=False)
+    else:
+        from .trec import read_run, read_topics
+
+        if not topics:
+            raise click.UsageError(f"{source} is a router file: give --topics (the queries to route)")
+        topic_map = read_topics(lookup(topics, "topics", obj.data_dir))
+        qids = read_run(lookup(run_name, "run", obj.data_dir)).qids() if run_name else None
+        stats = route_topics(source, topic_map, qids, progress=obj.progress)
+        if plot:
+            plots.plot_head_heatmap(stats.share, plot, static=static.heads or () if static else (), shape=stats.shape,
+                                    title=f"{Path(source).name}: {len(stats.sets)} queries")
+        click.echo(json.dumps(stats.to_dict(static), indent=1) + "\n" if as_json else describe_routing(stats, static, top), nl=False)
+    if plot:
+        click.echo(f"wrote {plot}")
+
+
+# --------------------------------------------------------------------------------------------
+@main.group()
+def pipeline() -> None:
+    """YAML pipelines: chains of these commands, validated first, each stage skipped when up to date.
+
+    See pipelines/README.md for the format; pipelines/demo.yaml is the demo.
+    """
+
+
+@pipeline.command("run")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a variable (model=gemma3-270m), the work folder (workdir=DIR) or a stage option (STAGE.OPTION=VALUE); repeatable.")
+@click.option("--workdir", default=None, type=click.Path(file_okay=False, path_type=Path), help="Work folder (stage records, logs) [default: the file's 'workdir', else runs/pipelines/NAME].")
+@click.option("--dry-run", is_flag=True, help="Validate and print the plan (which stages would run, and why) without running anything.")
+@click.option("--force", is_flag=True, help="Run every stage even when its record shows it up to date.")
+@click.pass_context
+def pipeline_run(ctx: click.Context, file: Path, overrides: tuple[str, ...], workdir: Path | None, dry_run: bool, force: bool) -> None:
+    """Run the stages of a pipeline FILE in order, skipping stages whose inputs, settings and outputs are unchanged.
+
+    The whole file is validated first (unknown keys, missing inputs, references to later stages:
+    each error names the file, the stage and the key). Each stage runs one routehead-pyserini
+    command in this process; a stage that fails stops the pipeline, and running it again resumes at
+    that stage. Every run logs to WORKDIR/logs/.
+    """
+    from .pipeline import describe_plan, load_pipeline, parse_overrides, run_pipeline
+
+    obj: Context = ctx.obj
+    spec = load_pipeline(file, overrides=parse_overrides(overrides), workdir=workdir, data_dir=obj.data_dir, group=main)
+    outcome = run_pipeline(spec, ctx=ctx, group=main, data_dir=obj.data_dir, force=force, dry_run=dry_run)
+    if dry_run:
+        click.echo(describe_plan(spec, outcome.results), nl=False)
+        return
+    seconds = sum(r.seconds for r in outcome.results)
+    click.echo(f"pipeline {spec.name}: {len(outcome.results)} stages, {outcome.count('ran')} ran, {outcome.count('skipped')} "
+               f"up to date ({seconds:.1f} s); log {outcome.log_path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

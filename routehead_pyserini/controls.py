@@ -33,14 +33,18 @@ def random_order(run: Run, *, seed: int = 0, top_k: int | None = None) -> Run:
     return Run(shuffled)
 
 
-def sample_queries(run: Run, n: int, *, seed: int = 0) -> Run:
+def sample_queries(run: Run, n: int, *, seed: int = 0, offset: int = 0) -> Run:
     """A fixed sample of ``n`` queries of ``run`` (kept in run order), chosen by ``(seed, qid)`` alone.
 
-    Each qid gets a key from :func:`query_rng`; the ``n`` smallest keys are kept, so a query's
-    membership does not depend on the other queries' order, and a larger ``n`` is a superset.
+    Each qid gets a key from :func:`query_rng`; queries are taken in increasing key order, skipping
+    the first ``offset``. A query's membership does not depend on the other queries' order, a larger
+    ``n`` is a superset, and samples with the same seed and non-overlapping ``[offset, offset + n)``
+    ranges are disjoint: ``n=200`` and ``n=100, offset=200`` make a training and a validation split.
     """
-    if n >= len(run):
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+    if offset == 0 and n >= len(run):
         return run
     keys = {qid: query_rng(seed, qid).random() for qid in run.hits}
-    keep = set(sorted(keys, key=lambda q: (keys[q], q))[:n])
+    keep = set(sorted(keys, key=lambda q: (keys[q], q))[offset:offset + n])
     return Run({qid: hits for qid, hits in run.hits.items() if qid in keep})

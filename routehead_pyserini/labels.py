@@ -380,3 +380,59 @@ def label_frequency(labels: Labels) -> torch.Tensor:
         for layer, head in label.heads:
             counts[layer, head] += 1
     return counts
+
+
+# --------------------------------------------------------------------------------------------
+# Router targets from labels
+
+#: What the router is trained to predict from a query (see :func:`router_targets`).
+TARGETS = ("set", "tied", "soft")
+
+
+def router_targets(labels: Labels, qids: Sequence[str], kind: str = "soft") -> torch.Tensor:
+    """``[N, layers, heads]`` float targets in [0, 1] for the router, one row per qid of ``qids``.
+
+    - ``set``: the searched label set, multi-hot (the paper's pseudo label);
+    - ``tied``: every head whose single-head nDCG equals the query's best single-head nDCG,
+      multi-hot (the label search keeps one of them, chosen by head order, when many heads tie —
+      frequent when the candidates hold one or two relevant documents);
+    - ``soft``: each head's single-head nDCG itself — how well the head alone re-ranks the query's
+      candidates — as a soft binary-cross-entropy target. No head is named arbitrarily, and the
+      router learns a graded order of heads per query, which top-k routing reads.
+    """
+    if kind not in TARGETS:
+        raise LabelsError(f"targets must be one of {TARGETS}, got {kind!r}")
+    missing = [q for q in qids if q not in labels.queries]
+    if missing:
+        raise LabelsError(f"{len(missing)} queries have no label (first: {missing[:5]})")
+    shape = _label_shape(labels)
+    rows = []
+    for qid in qids:
+        label = labels.queries[qid]
+        single = label.single_head_ndcg.to(torch.float32)
+        if kind == "set":
+            row = torch.zeros(shape)
+            for layer, head in label.heads:
+                row[layer, head] = 1.0
+        elif kind == "tied":
+            # compared at the labels file's precision, so labels read back give the same targets
+            millionths = torch.round(single.to(torch.float64) * 1e6)
+            row = (millionths == millionths.max()).to(torch.float32)
+        else:
+            row = single.clamp(0.0, 1.0)
+        rows.append(row)
+    return torch.stack(rows)
+
+
+def target_sets(targets: torch.Tensor, top_k: int | None = None) -> list[tuple[tuple[int, int], ...]]:
+    """Head sets from router targets ``[N, layers, heads]`` (for the nearest-neighbour router).
+
+    With ``top_k`` (soft targets): each query's ``top_k`` heads by target value, ties to the earlier
+    head in layer-major order. Without: the heads whose target is above 0.5 (multi-hot targets).
+    """
+    n, layers, heads = targets.shape
+    sets = []
+    for row in targets.reshape(n, -1):
+        chosen = torch.sort(-row, stable=True).indices[:top_k].tolist() if top_k else torch.nonzero(row > 0.5).flatten().tolist()
+        sets.append(tuple(divmod(i, heads) for i in sorted(chosen)))
+    return sets

@@ -71,6 +71,7 @@ __all__ = [
     "build_prompt",
     "plan_windows",
     "build_windows",
+    "build_pointwise_prompts",
     "infer_max_context",
 ]
 
@@ -782,6 +783,31 @@ def build_windows(
         return []
     builder = _builder_for(tokenizer, query, docs, doc_max_tokens, max_context, format_kwargs)
     return [builder.build_fitting(window, "truncate") for window in _plan(builder, max_docs_per_window)]
+
+
+def build_pointwise_prompts(
+    tokenizer: Any,
+    query: str,
+    docs: Sequence[DocLike],
+    *,
+    max_context: int | None,
+    doc_max_tokens: int | None = DEFAULT_DOC_MAX_TOKENS,
+    **format_kwargs: Any,
+) -> list[ICRPrompt]:
+    """One :class:`ICRPrompt` per document: the listwise layout with that document alone.
+
+    Each prompt is the instruction, ``[1]`` and the one passage, then the query (and the "N/A"
+    calibration suffix), rendered with the same template and options as :func:`build_windows`;
+    ``doc_indices`` holds the document's position in ``docs``. A document too long for
+    ``max_context`` next to the query is cut further (counted in ``truncated_docs``).
+
+    Raises:
+        PromptTooLongError: the query does not fit even with a 1-token document.
+    """
+    if not docs:
+        return []
+    builder = _builder_for(tokenizer, query, docs, doc_max_tokens, max_context, format_kwargs)
+    return [builder.build_fitting([i], "truncate") for i in range(len(builder.docs))]
 
 
 _FORMAT_KEYS = {

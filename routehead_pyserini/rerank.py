@@ -16,14 +16,32 @@ Ordering rules of the written run:
 Prompt order (``order``): ``bm25`` lists the first-stage rank 1 first, farthest from the query
 (the ICR layout); ``reversed`` puts it last, nearest the query. With small models the position of
 a passage moves its attention more than its content does, so the order is part of the settings
-(and of the cache key).
+(and of the cache key). ``both`` scores each document by the sum of its calibrated scores in the
+two orders (each window-scaled as in :attr:`.cache.QueryScores.calibrated`), which cancels much
+of the position bias; it is computed from (and stored as) the two single-order cache entries, so
+either order's existing cache is reused and nothing new is stored under ``both``.
+
+Prompt mode (``mode``): ``listwise`` (ICR) puts all candidates in one prompt; ``pointwise`` builds
+one short prompt per candidate (the same template with that passage alone, then the query) and
+scores it by the same attention mass from the query rows to the passage, calibrated by the same
+"N/A" pass on the same passage prefix. Its window size is 1, so a pointwise score is the raw
+calibrated mass ``query - N/A`` of one passage: in [-1, 1], not comparable in scale with listwise
+scores (where a head's mass is shared among the window's passages and scaled back by the window
+size). ``attention_norm="no-sink"`` measures each query row's mass among all keys but the prompt's
+first token (the attention sink that takes most of many heads' mass), in either mode.
+
+Batching (``batch_size``, not a setting: results equal to float rounding): pointwise prompts of
+one query go through in padded batches of that many candidates; listwise windows of one query
+likewise (top-100 lists split into windows). Different queries are never batched together: the
+score cache and resumption work query by query, and one listwise prompt of a query (thousands of
+tokens) already makes the matrix products as large as batching would.
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -34,14 +52,22 @@ from .cache import QueryScores, ScoreCache, entry_key
 from .corpus import Document
 from .errors import UserError
 from .heads import HeadSet, aggregate, parse_heads
-from .prompt import DEFAULT_DOC_MAX_TOKENS, as_document, build_windows
-from .scoring import score_prompt
+from .prompt import DEFAULT_DOC_MAX_TOKENS, as_document, build_pointwise_prompts, build_windows
+from .scoring import score_prompts
 from .search import UnknownDocumentError
 from .trec import Hit, Run
+from .weights import check_head_set_model, fused_scores, fusion_of
 
 logger = logging.getLogger(__name__)
 
-ORDERS = ("bm25", "reversed")
+ORDERS = ("bm25", "reversed", "both")
+#: The orders a prompt can have; ``both`` combines one entry of each.
+SINGLE_ORDERS = ("bm25", "reversed")
+MODES = ("listwise", "pointwise")
+ATTENTION_NORMS = ("raw", "no-sink")
+#: Settings added after score caches existed: left out of the cache key while at these defaults,
+#: so that every cache made before they existed keeps its key (and its hours of work).
+_KEY_OPTIONAL = {"mode": "listwise", "attention_norm": "raw"}
 
 
 class RerankError(UserError, ValueError):
@@ -54,12 +80,25 @@ class PromptSettings:
 
     doc_max_tokens: int | None = DEFAULT_DOC_MAX_TOKENS
     max_context: int | None = None  # None: the model's context length
-    order: str = "bm25"
+    order: str = "bm25"  # listwise only: bm25, reversed, or both (the two summed)
     chat_template: bool = True
+    mode: str = "listwise"  # or pointwise: one prompt per candidate
+    attention_norm: str = "raw"  # or no-sink: mass among all keys but the first token
 
     def __post_init__(self):
         if self.order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.attention_norm not in ATTENTION_NORMS:
+            raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {self.attention_norm!r}")
+        if self.mode == "pointwise" and self.order != "bm25":
+            raise RerankError(f"order {self.order!r} applies to listwise prompts; a pointwise prompt holds one passage")
+
+    def cache_key(self) -> dict:
+        """The settings that identify a score cache: all fields, except newer ones at their default."""
+        values = asdict(self)
+        return {k: v for k, v in values.items() if not (k in _KEY_OPTIONAL and v == _KEY_OPTIONAL[k])}
 
 
 class TextSource(Protocol):
@@ -133,11 +172,13 @@ class Reranker:
         dtype: str = "float32",
         cache: bool | str = True,
         router=None,
+        batch_size: int = 1,
     ):
         from .models import LoadedModel, load_model
 
         self.model = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
         self.head_set = heads if isinstance(heads, HeadSet) else parse_heads(heads)
+        check_head_set_model(self.head_set, self.model)  # learned weights: this very model
         self.head_set.check_shape(self.model.spec.shape)
         self.router = router  # a TrainedRouter or KnnRouter: each query gets its own head set
         if router is not None:
@@ -146,9 +187,20 @@ class Reranker:
             check_model(router.model_info, self.model)
         self.settings = settings
         self.max_context = settings.max_context or self.model.spec.max_context
-        self.cache = None
+        if batch_size < 1:
+            raise RerankError(f"batch size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        # One cache per single order scored (order "both" reads and writes the bm25 and reversed ones).
+        self.caches: dict[str, ScoreCache] = {}
         if cache:
-            self.cache = ScoreCache(self.model.fingerprint, settings, None if cache is True else cache)
+            root = None if cache is True else cache
+            for order in self._orders():
+                key = replace(settings, order=order).cache_key()
+                self.caches[order] = ScoreCache(self.model.fingerprint, key, root)
+        self.cache = self.caches.get(settings.order)  # None for order "both" (see self.caches)
+
+    def _orders(self) -> tuple[str, ...]:
+        return SINGLE_ORDERS if self.settings.order == "both" else (self.settings.order,)
 
     # ---------------------------------------------------------------------------------------
     def score(self, query: str, docs: Sequence[Document], qid: str = "query", head_set: HeadSet | None = None) -> QueryScores:
@@ -160,23 +212,29 @@ class Reranker:
         head_set = head_set or self.head_set
         mask = head_set.mask(self.model.spec.shape)
         entry = entry_key(qid, query, [d.docid for d in docs], [d.title + "\n" + d.text for d in docs])
-        if self.cache is not None:
-            cached = self.cache.get(entry, mask)
-            if cached is not None:
-                cached.info["from_cache"] = True
-                return cached
-        scores = self._compute(qid, query, docs, None if head_set.is_all else mask)
-        if self.cache is not None:
-            self.cache.put(entry, scores)
-        return scores
+        parts = []
+        for order in self._orders():
+            cache = self.caches.get(order)
+            scores = cache.get(entry, mask) if cache is not None else None
+            if scores is not None:
+                scores.info["from_cache"] = True
+            else:
+                scores = self._compute(qid, query, docs, None if head_set.is_all else mask, order)
+                if cache is not None:
+                    cache.put(entry, scores)
+            parts.append(scores)
+        return parts[0] if len(parts) == 1 else sum_orders(parts)
 
-    def _compute(self, qid: str, query: str, docs: Sequence[Document], mask: torch.Tensor | None) -> QueryScores:
+    def _compute(self, qid: str, query: str, docs: Sequence[Document], mask: torch.Tensor | None,
+                 order: str | None = None) -> QueryScores:
         started = time.perf_counter()
         spec = self.model.spec
+        order = order or self.settings.order
         in_prompt = list(range(len(docs)))
-        if self.settings.order == "reversed":
+        if order == "reversed":
             in_prompt.reverse()
-        windows = build_windows(
+        build = build_pointwise_prompts if self.settings.mode == "pointwise" else build_windows
+        windows = build(
             self.model.tokenizer,
             query,
             [docs[i] for i in in_prompt],
@@ -190,8 +248,9 @@ class Reranker:
         window_size = torch.zeros(n, dtype=torch.int32)
         computed = None
         truncated = tokens = 0
-        for prompt in windows:
-            head_scores = score_prompt(self.model, prompt, heads=mask)
+        all_scores = score_prompts(self.model, windows, heads=mask, batch_size=self.batch_size,
+                                   exclude_sink=self.settings.attention_norm == "no-sink")
+        for prompt, head_scores in zip(windows, all_scores):
             computed = head_scores.computed
             targets = [in_prompt[i] for i in prompt.doc_indices]
             query_t[:, :, targets] = head_scores.query
@@ -201,8 +260,11 @@ class Reranker:
             tokens += prompt.prefix_len + len(prompt.query_suffix_ids) + len(prompt.calib_suffix_ids)
         if computed is None:
             computed = torch.zeros(spec.shape, dtype=torch.bool) if mask is None else mask.clone()
-        info = {"windows": len(windows), "truncated_docs": truncated, "tokens": tokens,
-                "seconds": round(time.perf_counter() - started, 3)}
+        info = {"truncated_docs": truncated, "tokens": tokens, "seconds": round(time.perf_counter() - started, 3)}
+        if self.settings.mode == "pointwise":
+            info["prompts"] = len(windows)  # one per candidate: not windows of a list
+        else:
+            info["windows"] = len(windows)
         return QueryScores(qid, [d.docid for d in docs], query_t, calib_t, computed, window_size, info)
 
     # ---------------------------------------------------------------------------------------
@@ -211,6 +273,8 @@ class Reranker:
         documents = [Document(str(i), d) if isinstance(d, str) else as_document(d, i) for i, d in enumerate(docs)]
         if not documents:
             return []
+        if fusion_of(self.head_set) is not None:
+            raise RerankError("this head set fuses first-stage scores: re-rank a run (rerank_run), not a bare document list")
         values = aggregate(self.score(query, documents).calibrated, self.head_set).tolist()
         order = sorted(range(len(documents)), key=lambda i: (-values[i], i))
         return [RankedDocument(documents[i].docid, values[i], r + 1, documents[i].text) for r, i in enumerate(order)]
@@ -275,7 +339,9 @@ class Reranker:
             if scores is None:
                 out[qid] = ranked_hits([], [], rest)
             else:
-                out[qid] = ranked_hits(scores.docids, aggregate(scores.calibrated, head_set).tolist(), rest)
+                first_stage = {h.docid: h.score for h in run[qid]}  # fused head sets add it (weights.fused_scores)
+                values = fused_scores(scores.calibrated, head_set, [first_stage[d] for d in scores.docids])
+                out[qid] = ranked_hits(scores.docids, values.tolist(), rest)
         return Run(out), stats
 
     def describe(self) -> dict:
@@ -283,6 +349,33 @@ class Reranker:
         return {"model": self.model.name, "fingerprint": self.model.fingerprint, "heads": heads,
                 "settings": asdict(self.settings), "max_context": self.max_context}
 
+
+
+def sum_orders(parts: Sequence[QueryScores]) -> QueryScores:
+    """Order ``both``: one :class:`QueryScores` whose ``calibrated`` is the sum of the parts'.
+
+    ``query`` and ``calib`` hold the window-scaled sums (so they are not attention masses in
+    [0, 1] any more) and ``window_size`` is 1; only heads computed in every part count as computed.
+    The info says which parts came from the cache; ``seconds`` is the model time actually spent.
+    """
+    first = parts[0]
+    for other in parts[1:]:
+        if other.docids != first.docids:
+            raise RerankError(f"query {first.qid}: the orders scored different candidates")
+    query = sum(p.query * p.window_size.to(p.query.dtype) for p in parts)
+    calib = sum(p.calib * p.window_size.to(p.calib.dtype) for p in parts)
+    computed = torch.stack([p.computed for p in parts]).all(dim=0)
+    cached = [bool(p.info.get("from_cache")) for p in parts]
+    info = {
+        "orders": {order: "cache" if c else "computed" for order, c in zip(SINGLE_ORDERS, cached)},
+        "windows": max(p.info.get("windows", 1) for p in parts),
+        "truncated_docs": max(p.info.get("truncated_docs", 0) for p in parts),
+        "tokens": sum(p.info.get("tokens", 0) for p in parts),
+        "seconds": round(sum(p.info.get("seconds", 0.0) for p, c in zip(parts, cached) if not c), 3),
+        "from_cache": all(cached),
+    }
+    return QueryScores(first.qid, list(first.docids), query, calib, computed,
+                       torch.ones(len(first.docids), dtype=torch.int32), info)
 
 
 def ranked_hits(docids: Sequence[str], values: Sequence[float], rest: Sequence[Hit] = ()) -> list[Hit]:

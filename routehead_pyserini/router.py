@@ -8,7 +8,9 @@ with the head's embedding plus a per-head bias::
     z  = W2 gelu(W1 dropout(x))   or  W dropout(x)  (hidden=0)           # [N, e]
     logits = z @ E.T / sqrt(e) + b             # E: [L*H, e], b: [L*H]
 
-It is trained on pseudo labels (multi-hot head sets, ``[N, L, H]`` bools per training query) with
+It is trained on targets derived from the pseudo labels (``[N, L, H]`` values in [0, 1] per training
+query: the multi-hot label set as in the paper, or soft targets — each head's own nDCG@10 on the
+query, see :func:`.labels.router_targets`) with
 
     loss = BCE-with-logits(logits, labels; pos_weight) + lambda * mean(sigmoid(logits))
 
@@ -20,8 +22,9 @@ plus ``lambda p (1-p)``. A head that is positive for a fraction ``r`` of similar
 below ``r``; and with ``lambda >= pos_weight`` even a head that is always positive stops at
 ``p = pos_weight / lambda``. Useful values of lambda are well below ``pos_weight``.
 
-At inference a query gets its ``top_k`` heads (default: the mean label-set size of the training
-queries) or those with probability at least ``threshold``.
+At inference a query gets its ``top_k`` heads (default: the mean label-set size of multi-hot
+training targets; soft targets have no set size, so ``top_k`` must be given) or those with
+probability at least ``threshold``.
 
 Design choices, and why:
 
@@ -269,8 +272,16 @@ def _losses(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor
     return bce + sparsity * density, bce, density
 
 
+def _is_multi_hot(labels: torch.Tensor) -> bool:
+    return bool(((labels == 0) | (labels == 1)).all())
+
+
 def _recall_at_k(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Mean over queries with labels of |top-k ∩ labels| / min(k, |labels|)."""
+    """Mean over queries with labels of |top-k ∩ labels| / min(k, |labels|); soft targets count
+    their own top-k heads as the label."""
+    if not _is_multi_hot(labels):
+        top_true = torch.topk(labels, k, dim=1).indices
+        labels = torch.zeros_like(labels).scatter_(1, top_true, 1.0)
     has = labels.sum(dim=1) > 0
     if not has.any():
         return float("nan")
@@ -289,7 +300,8 @@ def train_router(
     query_ids: Sequence[str] | None = None,
     model: LoadedModel | None = None,
 ) -> TrainedRouter:
-    """Train a router on query embeddings ``[N, d]`` and multi-hot head labels ``[N, L, H]`` (bool).
+    """Train a router on query embeddings ``[N, d]`` and head targets ``[N, L, H]`` in [0, 1]
+    (multi-hot label sets, or soft targets; soft targets need ``config.top_k``).
 
     Validation queries: ``val_indices``, else ``val_fraction`` of them (see :func:`split_indices`);
     with none, all epochs run and the last weights are kept. ``model`` (optional) is recorded as the
@@ -313,7 +325,12 @@ def train_router(
         raise RouterError("no training queries left after the validation split")
     x_train, y_train = embeddings[train], flat[train]
     x_val, y_val = embeddings[val], flat[val]
-    default_top_k = max(1, int(round(float(y_train.sum(dim=1).mean()))))
+    if _is_multi_hot(flat):
+        default_top_k = max(1, int(round(float(y_train.sum(dim=1).mean()))))
+    elif config.top_k is None:
+        raise RouterError("soft targets have no set size: give top_k (heads routed per query)")
+    else:
+        default_top_k = config.top_k
     pos_weight = _pos_weight(config, y_train)
 
     history: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "val_bce", "val_density", "val_recall_at_k")}
@@ -383,12 +400,12 @@ def _check_training_data(embeddings: torch.Tensor, labels: torch.Tensor) -> tupl
         raise RouterError(f"{len(embeddings)} embeddings but {len(labels)} label sets")
     if len(embeddings) < 2:
         raise RouterError("training needs at least two queries")
-    if labels.dtype != torch.bool and not ((labels == 0) | (labels == 1)).all():
-        raise RouterError("labels must be multi-hot (0/1 or bool)")
+    if labels.dtype != torch.bool and not (torch.isfinite(labels).all() and (labels >= 0).all() and (labels <= 1).all()):
+        raise RouterError("targets must be in [0, 1] (multi-hot label sets or soft targets)")
     embeddings = embeddings.detach().to(device="cpu", dtype=torch.float32)
     if not torch.isfinite(embeddings).all():
         raise RouterError("embeddings contain NaN or infinite values")
-    return embeddings, labels.detach().cpu().bool()
+    return embeddings, labels.detach().cpu().to(torch.float32)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,6 +16,16 @@ Between the two suffix passes the query suffix is cropped off the cache again. S
 layers drop their oldest entries when a suffix is appended, so cropping back would not restore
 them: for models with such layers the first pass runs on a copy of the cache instead (the copy
 holds only the layers up to the stop layer). The prefill runs in chunks (see :func:`_prefill`).
+
+Several prompts (the one-passage prompts of pointwise scoring, or the windows of one long
+candidate list) can be scored together by :func:`score_prompts` in padded batches, with the same
+sharing: one batched prefill of the prefixes, then one batched query pass and one batched "N/A"
+pass on its cache. Prefixes are **left**-padded and suffixes **right**-padded, so every prompt's
+real tokens are contiguous from its prefix into its suffix: causal and sliding-window masks
+(which transformers computes on cache slots) then see exactly the distances they see unbatched.
+Position ids are passed per prompt (its own ``0..n``), the 2-D attention mask hides the padding,
+and the recorder places each prompt's spans on its own slots. Results equal the unbatched ones up
+to float rounding.
 """
 from __future__ import annotations
 
@@ -91,18 +101,18 @@ def head_mask(spec: ModelSpec, heads: HeadSelection = None) -> torch.Tensor:
     return mask
 
 
-def score_prompt(model: LoadedModel, prompt: ICRPrompt, heads: HeadSelection = None) -> HeadScores:
-    """Per-head ICR attention for one prompt: one prefix prefill, then a query and an "N/A" pass."""
+def score_prompt(model: LoadedModel, prompt: ICRPrompt, heads: HeadSelection = None, *,
+                 exclude_sink: bool = False) -> HeadScores:
+    """Per-head ICR attention for one prompt: one prefix prefill, then a query and an "N/A" pass.
+
+    ``exclude_sink``: measure each query row's mass among all keys but the prompt's first token
+    (the attention sink), i.e. divide it by ``1 - mass on the first token``.
+    """
     spec = model.spec
     selected = head_mask(spec, heads)
     _check_prompt(prompt, spec)
-    base = model.base_model
-    if base.config._attn_implementation != ATTN_IMPLEMENTATION:
-        raise ValueError(
-            f"the model uses attention {base.config._attn_implementation!r}; load it with "
-            f"routehead_pyserini.models.load_model so that it uses {ATTN_IMPLEMENTATION!r}"
-        )
-    by_layer = {layer: row.nonzero().flatten().tolist() for layer, row in enumerate(selected) if row.any()}
+    base = _checked_base(model)
+    by_layer = _by_layer(selected)
     n_docs = len(prompt.doc_spans)
     query = torch.full((*spec.shape, n_docs), float("nan"))
     calib = query.clone()
@@ -121,12 +131,121 @@ def score_prompt(model: LoadedModel, prompt: ICRPrompt, heads: HeadSelection = N
                   (calib, prompt.calib_suffix_ids, prompt.calib_span, cache))
         for out, suffix_ids, span, pass_cache in passes:
             recorder = QueryRowRecorder(rows=tuple(span), position_offset=offset, doc_spans=list(prompt.doc_spans),
-                                        heads=by_layer, stop_at_layer=deepest)
+                                        heads=by_layer, stop_at_layer=deepest, exclude_sink=exclude_sink)
             _run(base, suffix_ids, pass_cache, recorder, offset, device)
             if not sliding:
                 pass_cache.crop(-len(suffix_ids))
             _collect(recorder, by_layer, out)
     return HeadScores(query=query, calib=calib, computed=selected)
+
+
+def score_prompts(model: LoadedModel, prompts: Sequence[ICRPrompt], heads: HeadSelection = None, *,
+                  batch_size: int = 1, exclude_sink: bool = False) -> list[HeadScores]:
+    """:func:`score_prompt` for each of ``prompts``, ``batch_size`` prompts per forward.
+
+    Prompts are grouped by length (longest first, so the first batch shows the peak memory at
+    once) to keep padding small; the results come back in the input order. ``batch_size=1`` is
+    exactly :func:`score_prompt` per prompt.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if batch_size == 1 or len(prompts) <= 1:
+        return [score_prompt(model, p, heads, exclude_sink=exclude_sink) for p in prompts]
+    spec = model.spec
+    selected = head_mask(spec, heads)
+    for prompt in prompts:
+        _check_prompt(prompt, spec)
+    base = _checked_base(model)
+    by_layer = _by_layer(selected)
+    results: list[HeadScores | None] = [None] * len(prompts)
+    by_length = sorted(range(len(prompts)), key=lambda i: (-_longest(prompts[i]), i))
+    for start in range(0, len(by_length), batch_size):
+        batch = by_length[start:start + batch_size]
+        for i, scores in zip(batch, _score_batch(model, base, [prompts[i] for i in batch], selected, by_layer,
+                                                 exclude_sink)):
+            results[i] = scores
+    return results
+
+
+def _score_batch(model: LoadedModel, base: torch.nn.Module, prompts: Sequence[ICRPrompt], selected: torch.Tensor,
+                 by_layer: dict[int, list[int]], exclude_sink: bool) -> list[HeadScores]:
+    """One padded batch: a left-padded prefill, then right-padded query and "N/A" passes on its cache."""
+    spec = model.spec
+    outs = [(torch.full((*spec.shape, len(p.doc_spans)), float("nan")),
+             torch.full((*spec.shape, len(p.doc_spans)), float("nan"))) for p in prompts]
+    if not by_layer:
+        return [HeadScores(query=q, calib=c, computed=selected) for q, c in outs]
+    deepest = max(by_layer)
+    device = model.device
+    lengths = [len(p.prefix_ids) for p in prompts]
+    width = max(lengths)
+    pads = [width - n for n in lengths]
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    positions = torch.zeros(len(prompts), width, dtype=torch.long)
+    for b, (prompt, pad) in enumerate(zip(prompts, pads)):
+        ids[b, pad:] = torch.as_tensor(prompt.prefix_ids, dtype=torch.long)
+        mask[b, pad:] = 1
+        positions[b, pad:] = torch.arange(lengths[b])
+    doc_slots = [[(s + pad, e + pad) for s, e in p.doc_spans] for p, pad in zip(prompts, pads)]
+    sliding = bool(spec.sliding_layers)
+    with torch.inference_mode():
+        cache = _prefill(base, ids, deepest, device, mask=mask, positions=positions)
+        for which in ("query", "calib"):
+            suffixes = [p.query_suffix_ids if which == "query" else p.calib_suffix_ids for p in prompts]
+            spans = [tuple(p.query_span if which == "query" else p.calib_span) for p in prompts]
+            suffix_width = max(len(x) for x in suffixes)
+            suffix_ids = torch.zeros(len(prompts), suffix_width, dtype=torch.long)
+            suffix_mask = torch.zeros(len(prompts), suffix_width, dtype=torch.long)
+            for b, suffix in enumerate(suffixes):
+                suffix_ids[b, :len(suffix)] = torch.as_tensor(suffix, dtype=torch.long)
+                suffix_mask[b, :len(suffix)] = 1
+            suffix_positions = torch.as_tensor(lengths)[:, None] + torch.arange(suffix_width)[None]
+            pass_cache = copy.deepcopy(cache) if sliding and which == "query" else cache
+            recorder = QueryRowRecorder(row_spans=spans, position_offset=width, batch_doc_spans=doc_slots,
+                                        heads=by_layer, stop_at_layer=deepest, exclude_sink=exclude_sink,
+                                        sink_slots=pads, padded=True)
+            run_forward(base, recorder, input_ids=suffix_ids.to(device),
+                        attention_mask=torch.cat([mask, suffix_mask], dim=1).to(device),
+                        position_ids=suffix_positions.to(device), cache=pass_cache, use_cache=True)
+            if not sliding:
+                pass_cache.crop(-suffix_width)
+            masses = _gather(recorder, by_layer)  # [layers selected..., batch, heads, max docs] on the CPU
+            for b, prompt in enumerate(prompts):
+                out = outs[b][0 if which == "query" else 1]
+                n_docs = len(prompt.doc_spans)
+                for layer, mass in masses.items():
+                    out[layer, by_layer[layer]] = mass[b, :, :n_docs]
+    return [HeadScores(query=q, calib=c, computed=selected) for q, c in outs]
+
+
+def _gather(recorder: QueryRowRecorder, by_layer: dict[int, list[int]]) -> dict[int, torch.Tensor]:
+    """The recorded ``[batch, heads, docs]`` masses per layer, moved to the CPU in one transfer."""
+    masses = [recorder.doc_mass(layer) for layer in by_layer]
+    missing = [layer for layer, mass in zip(by_layer, masses) if mass is None]
+    if missing:
+        raise RuntimeError(f"layers {missing} recorded no attention; is the attention implementation active?")
+    flat = torch.cat(masses, dim=1).to("cpu", torch.float32)
+    return dict(zip(by_layer, flat.split([len(h) for h in by_layer.values()], dim=1)))
+
+
+def _longest(prompt: ICRPrompt) -> int:
+    return len(prompt.prefix_ids) + max(len(prompt.query_suffix_ids), len(prompt.calib_suffix_ids))
+
+
+def _by_layer(selected: torch.Tensor) -> dict[int, list[int]]:
+    """Layer -> selected head indices, for the layers with at least one selected head."""
+    return {layer: row.nonzero().flatten().tolist() for layer, row in enumerate(selected) if row.any()}
+
+
+def _checked_base(model: LoadedModel) -> torch.nn.Module:
+    base = model.base_model
+    if base.config._attn_implementation != ATTN_IMPLEMENTATION:
+        raise ValueError(
+            f"the model uses attention {base.config._attn_implementation!r}; load it with "
+            f"routehead_pyserini.models.load_model so that it uses {ATTN_IMPLEMENTATION!r}"
+        )
+    return base
 
 
 def _collect(recorder: QueryRowRecorder, by_layer: dict[int, list[int]], out: torch.Tensor) -> None:
@@ -140,18 +259,29 @@ def _collect(recorder: QueryRowRecorder, by_layer: dict[int, list[int]], out: to
         out[layer, layer_heads] = mass
 
 
-def _prefill(base: torch.nn.Module, prefix_ids: Sequence[int], stop_layer: int, device: torch.device,
-             chunk: int | None = None) -> DynamicCache:
+def _prefill(base: torch.nn.Module, prefix_ids: Sequence[int] | torch.Tensor, stop_layer: int, device: torch.device,
+             chunk: int | None = None, *, mask: torch.Tensor | None = None,
+             positions: torch.Tensor | None = None) -> DynamicCache:
     """Fill a KV cache with the prefix, for layers up to ``stop_layer`` only.
 
     The prefix goes through in chunks of ``chunk`` tokens: whatever an attention kernel
     materialises is then at most ``heads x chunk x prefix`` instead of ``heads x prefix x prefix``,
     which bounds peak memory on long candidate lists at no measurable cost in time.
+
+    A padded batch passes ``prefix_ids`` as a ``[batch, width]`` tensor with its 2-D ``mask``
+    (1 = token, 0 = padding) and per-token ``positions``.
     """
     cache = DynamicCache(config=base.config)
     chunk = chunk or PREFILL_CHUNK
-    for start in range(0, len(prefix_ids), chunk):
-        _run(base, prefix_ids[start:start + chunk], cache, QueryRowRecorder(stop_at_layer=stop_layer), start, device)
+    if mask is None:
+        for start in range(0, len(prefix_ids), chunk):
+            _run(base, prefix_ids[start:start + chunk], cache, QueryRowRecorder(stop_at_layer=stop_layer), start, device)
+        return cache
+    for start in range(0, prefix_ids.shape[1], chunk):
+        end = start + chunk
+        run_forward(base, QueryRowRecorder(stop_at_layer=stop_layer, padded=True),
+                    input_ids=prefix_ids[:, start:end].to(device), attention_mask=mask[:, :end].to(device),
+                    position_ids=positions[:, start:end].to(device), cache=cache, use_cache=True)
     return cache
 
 

@@ -16,6 +16,7 @@ for job in $JOBS; do
     dl19-100)  args=(--run trec-dl-2019 --index trec-dl-2019 --qrels trec-dl-2019 -l 2 --top-k 100) ;;
     vaswani|cacm) args=(--run runs/bm25/$job.trec --index $job --qrels $job --top-k 20) ;;
     scifact)   args=(--run runs/bm25/scifact.trec --index scifact --qrels scifact --top-k 20 --doc-max-tokens 128 --sample 200 --seed 0) ;;
+    scifact-val) args=(--run runs/bm25/scifact.trec --index scifact --qrels scifact --top-k 20 --doc-max-tokens 128 --sample 50 --sample-offset 200 --seed 0) ;;
     cranfield) args=(--run runs/bm25/cranfield.trec --index cranfield --qrels cranfield --top-k 20 --doc-max-tokens 128 --sample 100 --seed 0) ;;
     *) echo "unknown job $job" >&2; exit 2 ;;
   esac

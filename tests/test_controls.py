@@ -34,3 +34,11 @@ def test_sample_queries_is_fixed_and_nested():
     assert ten.qids() == [q for q in run.qids() if q in ten.hits]
     assert sample_queries(run, 10, seed=3).hits == ten.hits and sample_queries(run, 10, seed=4).hits != ten.hits
     assert sample_queries(run, 99) is run
+
+
+def test_sample_offset_gives_a_disjoint_split():
+    run = Run({f"q{i}": [Hit("d", 1.0)] for i in range(50)})
+    train, val = sample_queries(run, 20, seed=1), sample_queries(run, 10, seed=1, offset=20)
+    assert len(train) == 20 and len(val) == 10
+    assert not set(train.qids()) & set(val.qids())
+    assert set(train.qids()) | set(val.qids()) == set(sample_queries(run, 30, seed=1).qids())

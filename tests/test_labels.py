@@ -19,7 +19,9 @@ from routehead_pyserini.labels import (
     normalised_aggregate,
     random_head_set,
     read_labels,
+    router_targets,
     static_head_set,
+    target_sets,
     write_labels,
 )
 from routehead_pyserini.rerank import ranked_hits
@@ -242,3 +244,22 @@ def test_label_frequency_counts_heads_over_label_sets():
     grid = torch.zeros(2, 3)
     labels = _labels([grid, grid, grid], [((0, 0), (1, 2)), ((1, 2),), ((0, 1), (1, 2))])
     assert label_frequency(labels).tolist() == [[1, 1, 0], [0, 0, 3]]
+
+
+def test_router_targets_set_tied_and_soft():
+    a = torch.tensor([[1.0, 0.25, 1.0], [0.5, 0.0, 1.0]])  # three heads tie at the best single-head nDCG
+    b = torch.tensor([[0.0, 0.75, 0.5], [0.5, 0.25, 0.0]])
+    labels = _labels([a, b], [((0, 0),), ((0, 1), (1, 0))])
+    hard = router_targets(labels, ["q0", "q1"], "set")
+    assert hard.shape == (2, 2, 3) and hard[0].tolist() == [[1, 0, 0], [0, 0, 0]] and hard[1].tolist() == [[0, 1, 0], [1, 0, 0]]
+    assert router_targets(labels, ["q0"], "tied")[0].tolist() == [[1, 0, 1], [0, 0, 1]]
+    assert router_targets(labels, ["q1"], "tied")[0].tolist() == [[0, 1, 0], [0, 0, 0]]
+    soft = router_targets(labels, ["q1", "q0"], "soft")
+    assert torch.equal(soft[0], b) and torch.equal(soft[1], a)  # rows follow the qids given
+    # soft targets become head sets by their top-k (ties: layer-major order); multi-hot ones by their heads
+    assert target_sets(soft, top_k=2) == [((0, 1), (0, 2)), ((0, 0), (0, 2))]
+    assert target_sets(hard) == [((0, 0),), ((0, 1), (1, 0))]
+    with pytest.raises(LabelsError, match="no label"):
+        router_targets(labels, ["q9"], "soft")
+    with pytest.raises(LabelsError, match="targets"):
+        router_targets(labels, ["q0"], "best")

@@ -18,6 +18,7 @@ from routehead_pyserini.prompt import (
     ICRPrompt,
     PromptTooLongError,
     as_document,
+    build_pointwise_prompts,
     build_prompt,
     build_windows,
     plan_windows,
@@ -290,6 +291,26 @@ def test_window_with_oversized_document_truncates_not_drops(tok):
     assert huge.truncated_docs == 1 and huge.total_len <= max_context
     assert docs[1].text.startswith(huge.doc_texts[0])
     assert all(p.total_len <= max_context for p in prompts)
+
+
+def test_pointwise_prompts_one_document_each(tok):
+    """Pointwise: one prompt per document, each the listwise layout with that document alone."""
+    docs = passages(4, words=50)
+    query = "how long do fleas live"
+    prompts = build_pointwise_prompts(tok, query, docs, max_context=8192, doc_max_tokens=128)
+    assert len(prompts) == 4
+    for i, prompt in enumerate(prompts):
+        assert prompt.n_docs == 1 and prompt.doc_indices == (i,) and prompt.doc_ids == (docs[i].docid,)
+        check_prompt(tok, prompt, [docs[i].text], query)
+        alone = build_prompt(tok, query, [docs[i]], doc_max_tokens=128, max_context=8192)
+        assert prompt.query_ids == alone.query_ids and prompt.calib_ids == alone.calib_ids
+    # only the passage differs: the query and calibration suffixes are the same for all
+    assert len({tuple(p.query_suffix_ids) for p in prompts}) == 1
+    assert len({tuple(p.calib_suffix_ids) for p in prompts}) == 1
+    # a passage too long for the budget is cut, never dropped
+    cut = build_pointwise_prompts(tok, query, docs, max_context=prompts[0].total_len - 10, doc_max_tokens=None)
+    assert all(p.total_len <= prompts[0].total_len - 10 for p in cut) and sum(p.truncated_docs for p in cut) >= 1
+    assert build_pointwise_prompts(tok, query, [], max_context=None) == []
 
 
 def test_unknown_format_keyword(tok):

@@ -6,6 +6,7 @@ from routehead_pyserini import rerank as rerank_module
 from routehead_pyserini.corpus import Document, read_corpus
 from routehead_pyserini.demo import DEMO_DATA
 from routehead_pyserini.heads import aggregate, parse_heads
+from routehead_pyserini.cache import ScoreCache
 from routehead_pyserini.rerank import DictTexts, PromptSettings, Reranker, RerankError
 from routehead_pyserini.search import UnknownDocumentError, bm25_search
 from routehead_pyserini.trec import read_topics, write_run
@@ -54,7 +55,7 @@ def test_resume_after_a_kill_gives_the_same_run(smollm2, demo_inputs, tmp_path, 
     reference, _ = Reranker(smollm2, cache=False).rerank_run(run, topics, texts, top_k=TOP_K, progress=False)
     write_run(reference, tmp_path / "reference.trec")
 
-    real, calls = rerank_module.score_prompt, {"n": 0}
+    real, calls = rerank_module.score_prompts, {"n": 0}
 
     def dies_on_the_second_query(*args, **kwargs):
         calls["n"] += 1
@@ -62,11 +63,11 @@ def test_resume_after_a_kill_gives_the_same_run(smollm2, demo_inputs, tmp_path, 
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rerank_module, "score_prompt", dies_on_the_second_query)
+    monkeypatch.setattr(rerank_module, "score_prompts", dies_on_the_second_query)
     with pytest.raises(KeyboardInterrupt):
         Reranker(smollm2, cache=str(tmp_path / "cache")).rerank_run(run, topics, texts, top_k=TOP_K, progress=False)
     assert not (tmp_path / "resumed.trec").exists()
-    monkeypatch.setattr(rerank_module, "score_prompt", real)
+    monkeypatch.setattr(rerank_module, "score_prompts", real)
     resumed, stats = Reranker(smollm2, cache=str(tmp_path / "cache")).rerank_run(run, topics, texts, top_k=TOP_K, progress=False)
     assert stats.cached_queries == 1  # the query finished before the kill is not scored again
     write_run(resumed, tmp_path / "resumed.trec")
@@ -116,3 +117,73 @@ def test_missing_text_and_topics(smollm2, demo_inputs):
     assert stats.missing_docs == 1 and out[qid][TOP_K - 1].docid == run[qid][0].docid
     with pytest.raises(RerankError, match="no topic text"):
         reranker.rerank_run(one, {}, texts, progress=False)
+
+
+# --- modes, orders, batching ---------------------------------------------------------------------
+
+
+def test_default_listwise_cache_key_is_unchanged(tmp_path):
+    """Caches made before mode/attention_norm existed keep their keys (hours of CPU work each)."""
+    from routehead_pyserini.cache import ScoreCache
+
+    def key(settings):
+        return ScoreCache("fp", settings, tmp_path).folder.name
+
+    # the keys of the settings as they were before the new fields (computed with the old code)
+    assert key(PromptSettings()) == key({"doc_max_tokens": 256, "max_context": None, "order": "bm25", "chat_template": True}) == "fbe9ced1574f8e878a92"
+    assert key(PromptSettings(order="reversed")) == "e16602d0b3909fce0a16"
+    assert key(PromptSettings(doc_max_tokens=100)) == "4f58f473e88a542e7b1e"
+    assert PromptSettings().cache_key() == {"doc_max_tokens": 256, "max_context": None, "order": "bm25", "chat_template": True}
+    others = {key(PromptSettings(mode="pointwise")), key(PromptSettings(attention_norm="no-sink")),
+              key(PromptSettings(mode="pointwise", attention_norm="no-sink"))}
+    assert len(others) == 3 and "fbe9ced1574f8e878a92" not in others
+    with pytest.raises(RerankError, match="pointwise"):
+        PromptSettings(mode="pointwise", order="reversed")
+    with pytest.raises(ValueError, match="mode"):
+        PromptSettings(mode="pairwise")
+
+
+def test_pointwise_and_listwise_shapes_and_batching(smollm2, demo_inputs):
+    run, topics, texts = demo_inputs
+    qid = run.qids()[0]
+    docs = [texts.get(h.docid) for h in run[qid][:TOP_K]]
+    listwise = Reranker(smollm2, cache=False).score(topics[qid], docs, qid)
+    pointwise = Reranker(smollm2, settings=PromptSettings(mode="pointwise"), cache=False).score(topics[qid], docs, qid)
+    assert pointwise.query.shape == listwise.query.shape == (30, 9, TOP_K) and pointwise.docids == listwise.docids
+    assert pointwise.window_size.tolist() == [1] * TOP_K and pointwise.info["prompts"] == TOP_K
+    assert not torch.isnan(pointwise.calibrated).any()
+    batched = Reranker(smollm2, settings=PromptSettings(mode="pointwise"), cache=False, batch_size=4).score(topics[qid], docs, qid)
+    torch.testing.assert_close(batched.query, pointwise.query, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batched.calib, pointwise.calib, atol=1e-5, rtol=0)
+    # routed heads in pointwise mode: only those heads, equal to the same heads of all heads
+    subset = parse_heads("3.1,12.4")
+    routed = Reranker(smollm2, heads=subset, settings=PromptSettings(mode="pointwise"), cache=False, batch_size=4).score(topics[qid], docs, qid)
+    assert int(routed.computed.sum()) == 2
+    torch.testing.assert_close(aggregate(routed.calibrated, subset), aggregate(pointwise.calibrated, subset), atol=1e-5, rtol=1e-5)
+
+
+def test_listwise_windows_batched_equal_unbatched(smollm2, demo_inputs):
+    run, topics, texts = demo_inputs
+    qid = run.qids()[0]
+    docs = [texts.get(h.docid) for h in run[qid]]
+    settings = PromptSettings(max_context=400)
+    one = Reranker(smollm2, settings=settings, cache=False).score(topics[qid], docs, qid)
+    many = Reranker(smollm2, settings=settings, cache=False, batch_size=3).score(topics[qid], docs, qid)
+    assert one.info["windows"] > 1
+    torch.testing.assert_close(many.calibrated, one.calibrated, atol=1e-4, rtol=0)
+
+
+def test_order_both_is_the_sum_and_reuses_each_order_cache(smollm2, demo_inputs, tmp_path):
+    run, topics, texts = demo_inputs
+    qid = run.qids()[0]
+    docs = [texts.get(h.docid) for h in run[qid][:TOP_K]]
+    bm25 = Reranker(smollm2, cache=str(tmp_path)).score(topics[qid], docs, qid)
+    rev = Reranker(smollm2, settings=PromptSettings(order="reversed"), cache=False).score(topics[qid], docs, qid)
+    both = Reranker(smollm2, settings=PromptSettings(order="both"), cache=str(tmp_path)).score(topics[qid], docs, qid)
+    torch.testing.assert_close(both.calibrated, bm25.calibrated + rev.calibrated, atol=1e-5, rtol=0)
+    assert both.info["orders"] == {"bm25": "cache", "reversed": "computed"} and not both.info["from_cache"]
+    # both single-order entries are now stored; nothing is stored under "both"
+    again = Reranker(smollm2, settings=PromptSettings(order="both"), cache=str(tmp_path)).score(topics[qid], docs, qid)
+    assert again.info["from_cache"] and torch.equal(again.calibrated, both.calibrated)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ScoreCache(smollm2.fingerprint, PromptSettings(order=o), tmp_path).folder.name for o in ("bm25", "reversed"))

@@ -71,6 +71,24 @@ def test_recovers_cluster_head_sets():
     assert top5.extra["probabilities"] == pytest.approx([probs[0][head].item() for head in top5.heads], abs=1e-6)
 
 
+def test_soft_targets_recover_each_clusters_best_heads():
+    """Soft targets (a graded quality per head, like single-head nDCG): the router learns each
+    cluster's best heads from them, and top-k must be given (soft targets have no set size)."""
+    x, y, cluster, sets = clustered(800)
+    g = torch.Generator().manual_seed(3)
+    soft = 0.4 * torch.rand(y.shape, generator=g) + 0.5 * y.float()  # the cluster's heads score higher
+    with pytest.raises(RouterError, match="top_k"):
+        train_router(x, soft, RouterConfig(**FAST))
+    trained = train_router(x, soft, RouterConfig(top_k=3, **FAST))
+    assert trained.default_top_k == 3
+    x_test, y_test, _, _ = clustered(200, seed=7)
+    routed = trained.route(x_test)
+    exact = [s.mask((4, 4)).equal(y_test[i]) for i, s in enumerate(routed)]
+    assert sum(exact) / len(exact) >= 0.9
+    with pytest.raises(RouterError, match=r"\[0, 1\]"):
+        train_router(x, soft * 3, RouterConfig(top_k=3, **FAST))
+
+
 def test_sparsity_weight_shrinks_probabilities():
     """Noisy labels (10% extra heads): a larger lambda gives lower probabilities and smaller sets."""
     x, y, _, _ = clustered(400, noise=0.1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from routehead_pyserini.attention import QueryRowRecorder, run_forward
-from routehead_pyserini.scoring import HeadScores, head_mask, score_prompt
+from routehead_pyserini.scoring import HeadScores, head_mask, score_prompt, score_prompts
 
 TOL = 1e-5
 
@@ -166,3 +166,109 @@ def test_chunked_prefill_real_model(smollm2, smollm2_prompt, monkeypatch):
     chunked = score_prompt(smollm2, smollm2_prompt)
     assert (whole.query - chunked.query).abs().max().item() < TOL
     assert (whole.calib - chunked.calib).abs().max().item() < TOL
+
+
+# --- padded batches (pointwise candidates, listwise windows) -------------------------------------
+
+
+def mixed_prompts(make_tiny_prompt):
+    """Prompts of different prefix, query and document counts, so padding and row spans differ."""
+    shapes = [(1, 5, 3), (1, 12, 3), (3, 7, 5), (1, 3, 2), (2, 9, 4)]
+    return [make_tiny_prompt(n_docs=n, doc_len=d, query_len=q, seed=i) for i, (n, d, q) in enumerate(shapes)]
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_llama", "tiny_gemma3"])
+def test_batched_equals_unbatched_and_eager(model_fixture, request, make_tiny_prompt, eager_doc_mass, monkeypatch):
+    """Left-padded prefixes, right-padded suffixes: the same numbers as one prompt at a time and as eager.
+
+    Gemma 3's 8-token sliding window is shorter than most prefixes here, so the padding must keep
+    every prompt's slot distances intact.
+    """
+    model = request.getfixturevalue(model_fixture)
+    prompts = mixed_prompts(make_tiny_prompt)
+    single = [score_prompt(model, p) for p in prompts]
+    for batch_size in (2, 3, len(prompts)):
+        batched = score_prompts(model, prompts, batch_size=batch_size)
+        for one, many in zip(single, batched):
+            assert many.query.shape == one.query.shape
+            assert (many.query - one.query).abs().max().item() < TOL, batch_size
+            assert (many.calib - one.calib).abs().max().item() < TOL, batch_size
+    for prompt, scores in zip(prompts, batched):
+        query, calib = eager_doc_mass(model, prompt)
+        assert (scores.query - query).abs().max().item() < TOL
+        assert (scores.calib - calib).abs().max().item() < TOL
+    # a padded prefill in chunks (smaller than the window, not aligned with the padding) changes nothing
+    from routehead_pyserini import scoring
+
+    monkeypatch.setattr(scoring, "PREFILL_CHUNK", 5)
+    for one, many in zip(single, score_prompts(model, prompts, batch_size=3)):
+        assert (many.query - one.query).abs().max().item() < TOL
+        assert (many.calib - one.calib).abs().max().item() < TOL
+
+
+def test_batched_head_subset_and_early_stop(tiny_llama, make_tiny_prompt):
+    prompts = mixed_prompts(make_tiny_prompt)
+    full = score_prompts(tiny_llama, prompts, batch_size=5)
+    counts, remove = count_layer_calls(tiny_llama)
+    try:
+        part = score_prompts(tiny_llama, prompts, heads=[(1, 2), (0, 0)], batch_size=5)
+    finally:
+        remove()
+    assert counts == [3, 3, 0, 0]  # one batched prefill, query and "N/A" passes; nothing after layer 1
+    for a, b in zip(full, part):
+        assert int(b.computed.sum()) == 2
+        assert torch.allclose(a.query[1, 2], b.query[1, 2], atol=TOL) and torch.allclose(a.calib[0, 0], b.calib[0, 0], atol=TOL)
+        assert torch.isnan(b.query[2:]).all()
+
+
+def eager_mass_without_sink(loaded, prompt):
+    """Reference for ``exclude_sink``: each eager row's document mass over (1 - its mass on token 0)."""
+    model = loaded.model
+    implementation = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        offset = len(prompt.prefix_ids)
+        start, end = prompt.query_span
+        with torch.inference_mode():
+            out = model.base_model(input_ids=torch.tensor([prompt.prefix_ids + prompt.query_suffix_ids]), output_attentions=True)
+        rows = torch.stack(out.attentions)[:, 0, :, offset + start:offset + end].float()  # [L, H, r, S]
+        mass = torch.stack([rows[..., s:e].sum(-1) for s, e in prompt.doc_spans], dim=-1)
+        return (mass / (1 - rows[..., :1])).mean(dim=2)
+    finally:
+        model.set_attn_implementation(implementation)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_exclude_sink_matches_eager(tiny_llama, make_tiny_prompt, batch_size):
+    prompts = mixed_prompts(make_tiny_prompt)
+    raw = score_prompts(tiny_llama, prompts, batch_size=batch_size)
+    no_sink = score_prompts(tiny_llama, prompts, batch_size=batch_size, exclude_sink=True)
+    for prompt, a, b in zip(prompts, raw, no_sink):
+        assert (b.query - eager_mass_without_sink(tiny_llama, prompt)).abs().max().item() < TOL
+        assert torch.all(b.query >= a.query - 1e-7)
+
+
+def test_pointwise_real_model_matches_eager(smollm2, eager_doc_mass):
+    """Pointwise prompts of SmolLM2 (chat template), batched with padding, equal eager attention."""
+    from routehead_pyserini.prompt import build_pointwise_prompts
+
+    docs = [("a", "The Eiffel Tower is a wrought-iron tower in Paris, France."),
+            ("b", "Bananas are yellow fruit rich in potassium and eaten all over the world."),
+            ("c", "The Moon orbits the Earth once a month.")]
+    prompts = build_pointwise_prompts(smollm2.tokenizer, "Where is the Eiffel Tower?", docs, max_context=2048)
+    assert len({len(p.prefix_ids) for p in prompts}) > 1  # padding is exercised
+    batched = score_prompts(smollm2, prompts, batch_size=3)
+    for prompt, scores in zip(prompts, batched):
+        assert scores.query.shape == (30, 9, 1)
+        query, calib = eager_doc_mass(smollm2, prompt)
+        assert (scores.query - query).abs().max().item() < TOL
+        assert (scores.calib - calib).abs().max().item() < TOL
+    # the relevant passage gets the most calibrated mass summed over all heads
+    totals = [s.calibrated().sum().item() for s in batched]
+    assert totals.index(max(totals)) == 0
+
+
+def test_batch_size_validation(tiny_llama, make_tiny_prompt):
+    with pytest.raises(ValueError, match="batch_size"):
+        score_prompts(tiny_llama, [make_tiny_prompt()], batch_size=0)
+    assert score_prompts(tiny_llama, [], batch_size=4) == []

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Learned head weights (with and without first-stage fusion) and the dense bi-encoder baseline.
+#   scripts/weights_results.sh smollm2-135m [eval-job ...]   learned weights of one LLM (eval jobs: dl19 vaswani cacm cranfield)
+#   scripts/weights_results.sh dense [eval-job ...]          the all-MiniLM-L6-v2 baseline (also: scifact)
+# Weights are read from the per-head score cache of scripts/icr_results.sh (no LLM time when it is
+# complete). Two protocols:
+#   - in-domain: 5-fold cross-validation over DL19 queries (each query ranked by weights trained on
+#     the other folds; lambda chosen by an inner 5-fold CV on those training folds only);
+#   - transfer: trained on the SciFact training sample (lambda by 5-fold CV there), applied unchanged
+#     to every evaluation set with `rerank --heads`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${1:?model or dense}; shift
+R=".venv/bin/routehead-pyserini -q"
+TRAIN=(--run runs/bm25/scifact.trec --index scifact --top-k 20 --doc-max-tokens 128 --sample 200 --seed 0)
+
+job_args() {  # sets args, qrels, lvl, base for one evaluation set
+  case $1 in
+    dl19)      args=(--run trec-dl-2019 --index trec-dl-2019 --top-k 20); qrels=trec-dl-2019; lvl=2; base=trec-dl-2019 ;;
+    vaswani|cacm) args=(--run runs/bm25/$1.trec --index $1 --top-k 20); qrels=$1; lvl=1; base=runs/bm25/$1.trec ;;
+    cranfield) args=(--run runs/bm25/cranfield.trec --index cranfield --top-k 20 --doc-max-tokens 128 --sample 100 --seed 0)
+               qrels=cranfield; lvl=1; base=runs/bm25/cranfield.trec ;;
+    scifact)   args=("${TRAIN[@]}"); qrels=scifact; lvl=1; base=runs/bm25/scifact.trec ;;
+    *) echo "unknown job $1" >&2; exit 2 ;;
+  esac
+}
+
+if [ "$MODEL" = dense ]; then
+  mkdir -p runs/dense
+  for job in ${*:-dl19 vaswani cacm cranfield scifact}; do
+    job_args "$job"
+    $R rerank --method dense "${args[@]}" -o "runs/dense/$job.top20.trec"
+    echo "## dense $job (vs BM25)"
+    $R evaluate "$base" "runs/dense/$job.top20.trec" --qrels $qrels -l $lvl --common-queries --format markdown | tee "runs/dense/$job.report.md"
+  done
+  exit 0
+fi
+
+W=runs/weights/$MODEL
+mkdir -p "$W/dl19"
+# 1. transfer: trained on the SciFact sample, without and with fusion (pairwise loss, l1)
+$R train-weights --model "$MODEL" "${TRAIN[@]}" --qrels scifact -o "$W/scifact.json"
+$R train-weights --model "$MODEL" "${TRAIN[@]}" --qrels scifact -o "$W/scifact-fused.json" --fuse
+# 2. in-domain: nested 5-fold CV over DL19 queries
+job_args dl19
+$R train-weights --model "$MODEL" "${args[@]}" --qrels $qrels -o "$W/dl19/weights.json" --cv-run "$W/dl19/cv.trec"
+$R train-weights --model "$MODEL" "${args[@]}" --qrels $qrels -o "$W/dl19/weights-fused.json" --fuse --cv-run "$W/dl19/cv-fused.trec"
+echo "## $MODEL dl19, 5-fold CV over queries (vs BM25)"
+$R evaluate "$base" "$W/dl19/cv.trec" "$W/dl19/cv-fused.trec" --qrels $qrels -l $lvl --format markdown | tee "$W/dl19/report-cv.md"
+
+# 3. the SciFact weights on every evaluation set (from the cache), beside ICR
+for job in ${*:-dl19 vaswani cacm cranfield}; do
+  job_args "$job"
+  O=$W/$job; mkdir -p "$O"
+  $R rerank --model "$MODEL" "${args[@]}" -o "$O/icr-all-heads.trec"
+  $R rerank --model "$MODEL" "${args[@]}" --heads "$W/scifact.json" -o "$O/scifact-weights.trec"
+  $R rerank --model "$MODEL" "${args[@]}" --heads "$W/scifact-fused.json" -o "$O/scifact-weights-fused.trec"
+  echo "## $MODEL $job, weights trained on SciFact (vs BM25)"
+  $R evaluate "$base" "$O"/{icr-all-heads,scifact-weights,scifact-weights-fused}.trec \
+     --qrels $qrels -l $lvl --common-queries --format markdown | tee "$O/report.md"
+done
