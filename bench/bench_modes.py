@@ -10,8 +10,9 @@ process CPU time per query, which a busy machine disturbs less than wall time.
     python bench/bench_modes.py --top-k 20 --queries 3 --output bench/results/modes.json
 
 A setting is ``mode:order:batch`` (``--settings``, comma-separated); the default list covers
-listwise bm25 / reversed / both at batch 1, listwise bm25 at batch 4 (windows of one query
-batched: only top-100 lists have several), and pointwise at batch 1, 5 and 20.
+listwise bm25 / reversed / both at batch 1, listwise bm25 at batch 4 (the re-ranker scores
+listwise prompts one at a time whatever the batch size, so this row repeats batch 1 and shows the
+timing noise), and pointwise at batch 1, 5 and 20.
 """
 from __future__ import annotations
 

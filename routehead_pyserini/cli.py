@@ -255,7 +255,7 @@ _SCORING_OPTIONS = [
     click.option("--order", type=click.Choice(["bm25", "reversed", "both"]), default="bm25", show_default=True, help="Listwise prompt order: first-stage rank 1 first (ICR), last (nearest the query), or both: the calibrated scores of the two orders summed (reuses each order's cache)."),
     click.option("--mode", type=click.Choice(["listwise", "pointwise"]), default="listwise", show_default=True, help="listwise: all candidates in one prompt (ICR); pointwise: one prompt per candidate (that passage, then the query), window size 1."),
     click.option("--attention-norm", type=click.Choice(["raw", "no-sink"]), default="raw", show_default=True, help="Attention mass of the query rows on a passage: raw, or among all keys but the prompt's first token (the attention sink)."),
-    click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Prompts per forward pass, padded: pointwise candidates (or listwise windows) of one query. Same scores; speed only."),
+    click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="--mode pointwise: candidates of one query per forward pass, padded (same scores; 4-8 is fastest on a CPU). Listwise prompts are scored one at a time."),
     click.option("--doc-max-tokens", default=256, show_default=True, help="Truncate each document to this many tokens (counted)."),
     click.option("--max-context", default=None, type=int, help="Token budget of one prompt; longer lists are split into windows [default: the model's context]."),
     click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1..."),

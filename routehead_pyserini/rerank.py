@@ -31,10 +31,12 @@ size). ``attention_norm="no-sink"`` measures each query row's mass among all key
 first token (the attention sink that takes most of many heads' mass), in either mode.
 
 Batching (``batch_size``, not a setting: results equal to float rounding): pointwise prompts of
-one query go through in padded batches of that many candidates; listwise windows of one query
-likewise (top-100 lists split into windows). Different queries are never batched together: the
-score cache and resumption work query by query, and one listwise prompt of a query (thousands of
-tokens) already makes the matrix products as large as batching would.
+one query go through in padded batches of that many candidates. Listwise prompts are scored one at
+a time: the score cache and resumption work query by query, one listwise prompt (thousands of
+tokens) already makes the matrix products large, and padding a long prompt costs more than it
+saves (a padded batch needs an explicit attention mask, which on the CPU took twice the time and
+1.5x the memory of one-at-a-time windows at top-100: docs/performance.md). The scorer itself
+(:func:`.scoring.score_prompts`) can batch any prompts, windows included.
 """
 from __future__ import annotations
 
@@ -189,7 +191,9 @@ class Reranker:
         self.max_context = settings.max_context or self.model.spec.max_context
         if batch_size < 1:
             raise RerankError(f"batch size must be at least 1, got {batch_size}")
-        self.batch_size = batch_size
+        if batch_size > 1 and settings.mode != "pointwise":
+            logger.warning("batch size %d ignored: listwise prompts are scored one at a time (see docs/performance.md)", batch_size)
+        self.batch_size = batch_size if settings.mode == "pointwise" else 1
         # One cache per single order scored (order "both" reads and writes the bm25 and reversed ones).
         self.caches: dict[str, ScoreCache] = {}
         if cache:

@@ -163,14 +163,19 @@ def test_pointwise_and_listwise_shapes_and_batching(smollm2, demo_inputs):
 
 
 def test_listwise_windows_batched_equal_unbatched(smollm2, demo_inputs):
+    """The scorer batches listwise windows exactly; the re-ranker scores them one at a time anyway."""
+    from routehead_pyserini.prompt import build_windows
+    from routehead_pyserini.scoring import score_prompts
+
     run, topics, texts = demo_inputs
     qid = run.qids()[0]
     docs = [texts.get(h.docid) for h in run[qid]]
-    settings = PromptSettings(max_context=400)
-    one = Reranker(smollm2, settings=settings, cache=False).score(topics[qid], docs, qid)
-    many = Reranker(smollm2, settings=settings, cache=False, batch_size=3).score(topics[qid], docs, qid)
-    assert one.info["windows"] > 1
-    torch.testing.assert_close(many.calibrated, one.calibrated, atol=1e-4, rtol=0)
+    windows = build_windows(smollm2.tokenizer, topics[qid], docs, max_context=400)
+    assert len(windows) > 1 and len({w.n_docs for w in windows} | {w.prefix_len for w in windows}) > 1
+    for one, many in zip(score_prompts(smollm2, windows), score_prompts(smollm2, windows, batch_size=3)):
+        torch.testing.assert_close(many.query, one.query, atol=1e-5, rtol=0)
+        torch.testing.assert_close(many.calib, one.calib, atol=1e-5, rtol=0)
+    assert Reranker(smollm2, cache=False, batch_size=3).batch_size == 1
 
 
 def test_order_both_is_the_sum_and_reuses_each_order_cache(smollm2, demo_inputs, tmp_path):
