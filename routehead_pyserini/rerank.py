@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
@@ -70,6 +70,11 @@ ATTENTION_NORMS = ("raw", "no-sink")
 #: Settings added after score caches existed: left out of the cache key while at these defaults,
 #: so that every cache made before they existed keeps its key (and its hours of work).
 _KEY_OPTIONAL = {"mode": "listwise", "attention_norm": "raw"}
+
+
+#: One query as :meth:`Reranker.iter_scores` scores it: qid, query text, candidates with text (top-k,
+#: first-stage order), the hits without text, and its head set.
+QueryWork = tuple[str, str, list[Document], list[Hit], HeadSet]
 
 
 class RerankError(UserError, ValueError):
@@ -215,7 +220,7 @@ class Reranker:
         """
         head_set = head_set or self.head_set
         mask = head_set.mask(self.model.spec.shape)
-        entry = entry_key(qid, query, [d.docid for d in docs], [d.title + "\n" + d.text for d in docs])
+        entry = query_entry(qid, query, docs)
         parts = []
         for order in self._orders():
             cache = self.caches.get(order)
@@ -311,17 +316,9 @@ class Reranker:
         if self.router is not None:
             qids = run.qids()
             routed = dict(zip(qids, self.router.route_queries(self.model, [topics[q] for q in qids], progress=progress)))
-        for qid in tqdm(run.qids(), desc="rerank", unit="query", disable=not progress):
-            head_set = routed.get(qid, self.head_set)
-            docs, skipped = [], []
-            for hit in run[qid][:top_k]:
-                try:
-                    docs.append(texts.get(hit.docid))
-                except UnknownDocumentError as exc:
-                    if on_missing == "error":
-                        raise UnknownDocumentError(f"query {qid}: {exc} (use --on-missing skip to keep it unscored)") from None
-                    skipped.append(hit)
-            scores = self.score(topics[qid], docs, qid=qid, head_set=head_set) if docs else None
+        work = self._schedule(self._candidates(run, topics, texts, top_k, on_missing, routed))
+        for qid, query, docs, skipped, head_set in tqdm(work, total=len(run.qids()), desc="rerank", unit="query", disable=not progress):
+            scores = self.score(query, docs, qid=qid, head_set=head_set) if docs else None
             stats.queries += 1
             stats.missing_docs += len(skipped)
             stats.reranked_docs += len(docs)
@@ -334,6 +331,25 @@ class Reranker:
             yield qid, scores, skipped + list(run[qid][top_k:]), head_set
         if stats.missing_docs:
             logger.warning("%d candidate documents had no text and were kept unscored below the re-ranked ones", stats.missing_docs)
+
+    def _candidates(self, run: Run, topics: Mapping[str, str], texts: TextSource, top_k: int, on_missing: str,
+                    routed: Mapping[str, HeadSet]) -> Iterator[QueryWork]:
+        """Per query of ``run``, in order and lazily: its text, top-k candidates with text, those without, head set."""
+        for qid in run.qids():
+            docs, skipped = [], []
+            for hit in run[qid][:top_k]:
+                try:
+                    docs.append(texts.get(hit.docid))
+                except UnknownDocumentError as exc:
+                    if on_missing == "error":
+                        raise UnknownDocumentError(f"query {qid}: {exc} (use --on-missing skip to keep it unscored)") from None
+                    skipped.append(hit)
+            yield qid, topics[qid], docs, skipped, routed.get(qid, self.head_set)
+
+    def _schedule(self, work: Iterator[QueryWork]) -> Iterable[QueryWork]:
+        """Hook: the queries :meth:`iter_scores` will score, in order. Here they are scored lazily, one
+        at a time; :class:`.distributed.DistributedReranker` sends the uncached ones to its workers first."""
+        return work
 
     def rerank_run(self, run: Run, topics: Mapping[str, str], texts: TextSource, **kwargs) -> tuple[Run, RerankStats]:
         """Re-rank the top-``top_k`` of every query of ``run`` (keywords as :meth:`iter_scores`)."""
@@ -353,6 +369,11 @@ class Reranker:
         return {"model": self.model.name, "fingerprint": self.model.fingerprint, "heads": heads,
                 "settings": asdict(self.settings), "max_context": self.max_context}
 
+
+
+def query_entry(qid: str, query: str, docs: Sequence[Document]) -> str:
+    """The score-cache entry of one query's candidate list (see :func:`.cache.entry_key`)."""
+    return entry_key(qid, query, [d.docid for d in docs], [d.title + "\n" + d.text for d in docs])
 
 
 def sum_orders(parts: Sequence[QueryScores]) -> QueryScores:

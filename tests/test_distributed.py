@@ -1,0 +1,164 @@
+"""Scoring on Ray workers (a local Ray of 2 CPUs): the same bytes as one process, and what survives a death.
+
+Most tests use a tiny random Llama saved with SmolLM2's tokenizer (workers load it by path in
+milliseconds); one test runs the packaged SmolLM2 itself on a few demo queries.
+"""
+import logging
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from routehead_pyserini.cache import ScoreCache
+from routehead_pyserini.cli import main
+from routehead_pyserini.corpus import read_corpus
+from routehead_pyserini.demo import DEMO_DATA
+from routehead_pyserini.distributed import DistributedReranker, WorkerConfig, WorkerError, WorkerPool
+from routehead_pyserini.models import load_model
+from routehead_pyserini.rerank import DictTexts, PromptSettings, Reranker
+from routehead_pyserini.search import bm25_search
+from routehead_pyserini.trec import Run, read_topics, write_run
+
+TOP_K = 6
+#: CPUs per worker: two pools of two workers fit the local Ray's 2 CPUs at once (one thread each all the same)
+CPUS = 0.5
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(smollm2, tmp_path_factory):
+    """A random 4-layer Llama (4 heads, 2 KV heads) with SmolLM2's tokenizer and chat template."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-llama"
+    config = LlamaConfig(vocab_size=len(smollm2.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    smollm2.tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_index):
+    """BM25 top-8 of the 16 demo queries, their topics and the corpus text."""
+    topics = read_topics(DEMO_DATA / "queries.jsonl")
+    run = bm25_search(demo_index, topics, hits=8, progress=False)
+    texts = DictTexts({d.docid: d for d in read_corpus(DEMO_DATA / "corpus.jsonl")})
+    return run, topics, texts
+
+
+@pytest.fixture(scope="module")
+def tiny_pool(local_ray, tiny_dir):
+    with WorkerPool(WorkerConfig(str(tiny_dir), cpus=CPUS), 2, queries_per_task=2) as pool:
+        yield pool
+
+
+def trec_bytes(run, path) -> bytes:
+    write_run(run, path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("heads,order", [("all", "bm25"), ("1.0,3.2", "both")])
+def test_workers_write_the_same_run_as_one_process(tiny_pool, tiny_dir, demo_run, tmp_path, heads, order):
+    run, topics, texts = demo_run
+    settings = PromptSettings(order=order)
+    single, _ = Reranker(load_model(str(tiny_dir)), heads, settings=settings, cache=False).rerank_run(
+        run, topics, texts, top_k=TOP_K, progress=False)
+    expected = trec_bytes(single, tmp_path / "single.trec")
+
+    fresh, stats = DistributedReranker(tiny_pool, heads, settings=settings, cache=str(tmp_path / "cache")).rerank_run(
+        run, topics, texts, top_k=TOP_K, progress=False)
+    assert stats.queries == 16 and stats.cached_queries == 0 and stats.seconds_scoring > 0
+    assert trec_bytes(fresh, tmp_path / "workers.trec") == expected
+    again, stats = DistributedReranker(tiny_pool, heads, settings=settings, cache=str(tmp_path / "cache")).rerank_run(
+        run, topics, texts, top_k=TOP_K, progress=False)
+    assert stats.cached_queries == 16  # every query was stored once, on arrival
+    assert trec_bytes(again, tmp_path / "again.trec") == expected
+    uncached, _ = DistributedReranker(tiny_pool, heads, settings=settings, cache=False).rerank_run(
+        run, topics, texts, top_k=TOP_K, progress=False)
+    assert trec_bytes(uncached, tmp_path / "uncached.trec") == expected
+
+
+def test_a_killed_job_resumes_from_the_cache(tiny_pool, tiny_dir, demo_run, tmp_path):
+    run, topics, texts = demo_run
+    expected, _ = Reranker(load_model(str(tiny_dir)), cache=False).rerank_run(run, topics, texts, top_k=TOP_K, progress=False)
+    cache_dir = tmp_path / "cache"
+    job = DistributedReranker(tiny_pool, cache=str(cache_dir)).iter_scores(run, topics, texts, top_k=TOP_K, progress=False)
+    for _ in range(3):  # the driver stops after three queries (the others may be running on the workers)
+        next(job)
+    job.close()
+    stored = len(ScoreCache(tiny_pool.model.fingerprint, PromptSettings(), cache_dir))
+    assert 3 <= stored <= 16
+    assert not list(cache_dir.rglob("*.tmp"))  # nothing half-written
+
+    resumed, stats = DistributedReranker(tiny_pool, cache=str(cache_dir)).rerank_run(run, topics, texts, top_k=TOP_K, progress=False)
+    assert stats.cached_queries == stored  # no finished query is scored again
+    assert trec_bytes(resumed, tmp_path / "resumed.trec") == trec_bytes(expected, tmp_path / "expected.trec")
+
+
+def test_a_worker_killed_mid_job_leaves_the_run_complete_and_correct(local_ray, tiny_dir, demo_run, tmp_path):
+    run, topics, texts = demo_run
+    expected, _ = Reranker(load_model(str(tiny_dir)), cache=False).rerank_run(run, topics, texts, top_k=TOP_K, progress=False)
+    marker = tmp_path / "crashed"  # the first worker to start its second batch exits its process (os._exit)
+    with WorkerPool(WorkerConfig(str(tiny_dir), cpus=CPUS, crash_marker=str(marker)), 2, queries_per_task=1) as pool:
+        result, stats = DistributedReranker(pool, cache=str(tmp_path / "cache")).rerank_run(
+            run, topics, texts, top_k=TOP_K, progress=False)
+        assert marker.exists() and pool.retried_batches >= 1
+    assert stats.queries == 16 and stats.cached_queries == 0
+    assert trec_bytes(result, tmp_path / "workers.trec") == trec_bytes(expected, tmp_path / "expected.trec")
+
+
+def test_smollm2_on_two_workers_matches_one_process(local_ray, smollm2, demo_run, tmp_path):
+    run, topics, texts = demo_run
+    run = Run({qid: run[qid] for qid in run.qids()[:4]})
+    single, _ = Reranker(smollm2, cache=False).rerank_run(run, topics, texts, top_k=5, progress=False)
+    with WorkerPool(WorkerConfig("smollm2-135m", cpus=CPUS), 2, queries_per_task=1) as pool:
+        assert pool.model.fingerprint == smollm2.fingerprint
+        workers, _ = DistributedReranker(pool, cache=False).rerank_run(run, topics, texts, top_k=5, progress=False)
+    assert trec_bytes(workers, tmp_path / "workers.trec") == trec_bytes(single, tmp_path / "single.trec")
+
+
+def test_rerank_and_label_commands_with_workers(local_ray, tiny_dir, demo_index, tmp_path):
+    runner = CliRunner()
+
+    def cli(*args):
+        result = runner.invoke(main, ["-q", *map(str, args)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result
+
+    bm25 = tmp_path / "bm25.trec"
+    cli("search", "--index", demo_index, "--topics", "demo", "-o", bm25, "--hits", 6)
+    common = ["--run", bm25, "--index", demo_index, "--topics", "demo", "--model", tiny_dir, "--top-k", 4]
+    cli("rerank", *common, "--cache-dir", tmp_path / "single", "-o", tmp_path / "single.trec")
+    result = cli("rerank", *common, "--cache-dir", tmp_path / "workers", "--workers", 2, "--worker-cpus", CPUS, "-o", tmp_path / "workers.trec")
+    assert "16 queries, 64 documents re-ranked; 0 queries from the score cache" in result.output
+    assert (tmp_path / "workers.trec").read_bytes() == (tmp_path / "single.trec").read_bytes()
+    for cache in ("single", "workers"):
+        cli("label", *common, "--cache-dir", tmp_path / cache, "--qrels", "demo", "--max-size", 2, "-o", tmp_path / f"{cache}.jsonl",
+            *(["--workers", 2, "--worker-cpus", CPUS] if cache == "workers" else []))
+    assert (tmp_path / "workers.jsonl").read_bytes() == (tmp_path / "single.jsonl").read_bytes()
+
+
+def test_without_ray_workers_say_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
+    result = CliRunner().invoke(main, ["rerank", "--run", "x", "--corpus", "y", "--workers", "2", "-o", str(tmp_path / "o.trec")])
+    assert result.exit_code != 0
+    assert "--workers needs Ray, which is not installed: pip install 'routehead-pyserini[ray]'" in result.output
+    result = CliRunner().invoke(main, ["rerank", "--run", "x", "--corpus", "y", "--ray-address", "auto", "-o", str(tmp_path / "o.trec")])
+    assert result.exit_code != 0 and "--ray-address needs --workers" in result.output
+
+
+def test_worker_settings_are_checked_before_anything_starts():
+    with pytest.raises(WorkerError, match="needs --worker-gpus"):
+        WorkerConfig("smollm2-135m", device="cuda")
+    with pytest.raises(WorkerError, match="add --device cuda"):
+        WorkerConfig("smollm2-135m", gpus=1)
