@@ -55,7 +55,16 @@ class WorkerError(UserError, RuntimeError):
 
 
 def require_ray():
-    """The ``ray`` module, or a :class:`WorkerError` that says how to install it."""
+    """The ``ray`` module, or a :class:`WorkerError` that says how to install it.
+
+    The driver shares its process with the one JVM (Pyserini reads document text through it).
+    HotSpot raises SIGSEGV on purpose in normal operation (safepoint polls, implicit null checks)
+    and handles it itself; Ray's native failure-signal handler, which a driver installs by default,
+    takes those signals for crashes and kills the process at a random later moment. So Ray is told
+    not to install it (``RAY_DISABLE_FAILURE_SIGNAL_HANDLER=1``, read when Ray is imported and
+    started; a value set by the user wins). The cost: no native stack trace if Ray itself crashes.
+    """
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray
     except ImportError:

@@ -4,6 +4,7 @@ Most tests use a tiny random Llama saved with SmolLM2's tokenizer (workers load 
 milliseconds); one test runs the packaged SmolLM2 itself on a few demo queries.
 """
 import logging
+import os
 import sys
 
 import pytest
@@ -13,7 +14,7 @@ from routehead_pyserini.cache import ScoreCache
 from routehead_pyserini.cli import main
 from routehead_pyserini.corpus import read_corpus
 from routehead_pyserini.demo import DEMO_DATA
-from routehead_pyserini.distributed import DistributedReranker, WorkerConfig, WorkerError, WorkerPool
+from routehead_pyserini.distributed import DistributedReranker, WorkerConfig, WorkerError, WorkerPool, require_ray
 from routehead_pyserini.models import load_model
 from routehead_pyserini.rerank import DictTexts, PromptSettings, Reranker
 from routehead_pyserini.search import bm25_search
@@ -25,8 +26,9 @@ CPUS = 0.5
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
+def local_ray(jvm):
+    pytest.importorskip("ray")
+    ray = require_ray()  # with Ray's failure-signal handler off: the JVM lives in this process too
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield ray
     ray.shutdown()
@@ -162,3 +164,15 @@ def test_worker_settings_are_checked_before_anything_starts():
         WorkerConfig("smollm2-135m", device="cuda")
     with pytest.raises(WorkerError, match="add --device cuda"):
         WorkerConfig("smollm2-135m", gpus=1)
+
+
+def test_ray_leaves_the_jvm_its_signals(monkeypatch):
+    """The driver shares its process with the JVM: Ray must not install its failure-signal handler,
+    which would take HotSpot's deliberate SIGSEGVs for crashes (a user's own setting wins)."""
+    monkeypatch.delenv("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", raising=False)
+    pytest.importorskip("ray")
+    require_ray()
+    assert os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] == "1"
+    monkeypatch.setenv("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "0")
+    require_ray()
+    assert os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] == "0"
