@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -65,11 +66,18 @@ def require_ray():
     started; a value set by the user wins). The cost: no native stack trace if Ray itself crashes.
     """
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    already_imported = "ray" in sys.modules
     try:
         import ray
     except ImportError:
         raise WorkerError(f"--workers needs Ray, which is not installed: {RAY_HINT} "
                           "(or leave out --workers and --ray-address to score in this process)") from None
+    if already_imported and os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] == "1":
+        from ray._private import ray_constants
+
+        if not ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER:
+            logger.warning("Ray was imported before routehead_pyserini could turn off its failure-signal handler, which "
+                           "can crash this process's JVM; set RAY_DISABLE_FAILURE_SIGNAL_HANDLER=1 before importing Ray")
     return ray
 
 

@@ -27,8 +27,10 @@ CPUS = 0.5
 
 @pytest.fixture(scope="module")
 def local_ray(jvm):
-    pytest.importorskip("ray")
-    ray = require_ray()  # with Ray's failure-signal handler off: the JVM lives in this process too
+    try:  # require_ray, not a bare import: it turns Ray's failure-signal handler off before Ray is imported
+        ray = require_ray()  # (the JVM lives in this process too)
+    except WorkerError:
+        pytest.skip("Ray is not installed")
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield ray
     ray.shutdown()
@@ -170,7 +172,13 @@ def test_ray_leaves_the_jvm_its_signals(monkeypatch):
     """The driver shares its process with the JVM: Ray must not install its failure-signal handler,
     which would take HotSpot's deliberate SIGSEGVs for crashes (a user's own setting wins)."""
     monkeypatch.delenv("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", raising=False)
-    pytest.importorskip("ray")
+    try:
+        ray = require_ray()
+    except WorkerError:
+        pytest.skip("Ray is not installed")
+    from ray._private import ray_constants
+
+    assert ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER  # read when Ray was first imported, by the fixture
     require_ray()
     assert os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] == "1"
     monkeypatch.setenv("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "0")
