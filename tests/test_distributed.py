@@ -3,6 +3,7 @@
 Most tests use a tiny random Llama saved with SmolLM2's tokenizer (workers load it by path in
 milliseconds); one test runs the packaged SmolLM2 itself on a few demo queries.
 """
+import contextlib
 import logging
 import os
 import sys
@@ -66,6 +67,18 @@ def tiny_pool(local_ray, tiny_dir):
         yield pool
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def trec_bytes(run, path) -> bytes:
     write_run(run, path)
     return path.read_bytes()
@@ -75,8 +88,11 @@ def trec_bytes(run, path) -> bytes:
 def test_workers_write_the_same_run_as_one_process(tiny_pool, tiny_dir, demo_run, tmp_path, heads, order):
     run, topics, texts = demo_run
     settings = PromptSettings(order=order)
-    single, _ = Reranker(load_model(str(tiny_dir)), heads, settings=settings, cache=False).rerank_run(
-        run, topics, texts, top_k=TOP_K, progress=False)
+    # the same arithmetic as the workers (one torch thread each): float sums depend on the thread
+    # count, so byte-identity holds between processes with the same number of threads
+    with torch_threads(1):
+        single, _ = Reranker(load_model(str(tiny_dir)), heads, settings=settings, cache=False).rerank_run(
+            run, topics, texts, top_k=TOP_K, progress=False)
     expected = trec_bytes(single, tmp_path / "single.trec")
 
     fresh, stats = DistributedReranker(tiny_pool, heads, settings=settings, cache=str(tmp_path / "cache")).rerank_run(
@@ -94,7 +110,8 @@ def test_workers_write_the_same_run_as_one_process(tiny_pool, tiny_dir, demo_run
 
 def test_a_killed_job_resumes_from_the_cache(tiny_pool, tiny_dir, demo_run, tmp_path):
     run, topics, texts = demo_run
-    expected, _ = Reranker(load_model(str(tiny_dir)), cache=False).rerank_run(run, topics, texts, top_k=TOP_K, progress=False)
+    with torch_threads(1):  # the workers' arithmetic
+        expected, _ = Reranker(load_model(str(tiny_dir)), cache=False).rerank_run(run, topics, texts, top_k=TOP_K, progress=False)
     cache_dir = tmp_path / "cache"
     job = DistributedReranker(tiny_pool, cache=str(cache_dir)).iter_scores(run, topics, texts, top_k=TOP_K, progress=False)
     for _ in range(3):  # the driver stops after three queries (the others may be running on the workers)
@@ -111,7 +128,8 @@ def test_a_killed_job_resumes_from_the_cache(tiny_pool, tiny_dir, demo_run, tmp_
 
 def test_a_worker_killed_mid_job_leaves_the_run_complete_and_correct(local_ray, tiny_dir, demo_run, tmp_path):
     run, topics, texts = demo_run
-    expected, _ = Reranker(load_model(str(tiny_dir)), cache=False).rerank_run(run, topics, texts, top_k=TOP_K, progress=False)
+    with torch_threads(1):  # the workers' arithmetic
+        expected, _ = Reranker(load_model(str(tiny_dir)), cache=False).rerank_run(run, topics, texts, top_k=TOP_K, progress=False)
     marker = tmp_path / "crashed"  # the first worker to start its second batch exits its process (os._exit)
     with WorkerPool(WorkerConfig(str(tiny_dir), cpus=CPUS, crash_marker=str(marker)), 2, queries_per_task=1) as pool:
         result, stats = DistributedReranker(pool, cache=str(tmp_path / "cache")).rerank_run(
@@ -124,7 +142,8 @@ def test_a_worker_killed_mid_job_leaves_the_run_complete_and_correct(local_ray, 
 def test_smollm2_on_two_workers_matches_one_process(local_ray, smollm2, demo_run, tmp_path):
     run, topics, texts = demo_run
     run = Run({qid: run[qid] for qid in run.qids()[:4]})
-    single, _ = Reranker(smollm2, cache=False).rerank_run(run, topics, texts, top_k=5, progress=False)
+    with torch_threads(1):  # the workers' arithmetic
+        single, _ = Reranker(smollm2, cache=False).rerank_run(run, topics, texts, top_k=5, progress=False)
     with WorkerPool(WorkerConfig("smollm2-135m", cpus=CPUS), 2, queries_per_task=1) as pool:
         assert pool.model.fingerprint == smollm2.fingerprint
         workers, _ = DistributedReranker(pool, cache=False).rerank_run(run, topics, texts, top_k=5, progress=False)
@@ -142,13 +161,15 @@ def test_rerank_and_label_commands_with_workers(local_ray, tiny_dir, demo_index,
     bm25 = tmp_path / "bm25.trec"
     cli("search", "--index", demo_index, "--topics", "demo", "-o", bm25, "--hits", 6)
     common = ["--run", bm25, "--index", demo_index, "--topics", "demo", "--model", tiny_dir, "--top-k", 4]
-    cli("rerank", *common, "--cache-dir", tmp_path / "single", "-o", tmp_path / "single.trec")
+    with torch_threads(1):  # the workers' arithmetic
+        cli("rerank", *common, "--cache-dir", tmp_path / "single", "-o", tmp_path / "single.trec")
     result = cli("rerank", *common, "--cache-dir", tmp_path / "workers", "--workers", 2, "--worker-cpus", CPUS, "-o", tmp_path / "workers.trec")
     assert "16 queries, 64 documents re-ranked; 0 queries from the score cache" in result.output
     assert (tmp_path / "workers.trec").read_bytes() == (tmp_path / "single.trec").read_bytes()
     for cache in ("single", "workers"):
-        cli("label", *common, "--cache-dir", tmp_path / cache, "--qrels", "demo", "--max-size", 2, "-o", tmp_path / f"{cache}.jsonl",
-            *(["--workers", 2, "--worker-cpus", CPUS] if cache == "workers" else []))
+        with torch_threads(1):
+            cli("label", *common, "--cache-dir", tmp_path / cache, "--qrels", "demo", "--max-size", 2, "-o", tmp_path / f"{cache}.jsonl",
+                *(["--workers", 2, "--worker-cpus", CPUS] if cache == "workers" else []))
     assert (tmp_path / "workers.jsonl").read_bytes() == (tmp_path / "single.jsonl").read_bytes()
 
 
