@@ -291,11 +291,22 @@ class ScoringJob:
     on_missing: str
 
 
-def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = True, router: str | None = None) -> ScoringJob:
+def _candidate_run(obj: Context, opts: dict):
+    """The first-stage run of the scoring options, or its fixed --sample (after --sample-offset)."""
     from .controls import sample_queries
     from .registry import lookup
-    from .rerank import PromptSettings, Reranker
     from .trec import read_run
+
+    run = read_run(lookup(opts["run_name"], "run", obj.data_dir))
+    if opts["sample"] is not None:
+        return sample_queries(run, opts["sample"], seed=opts["seed"], offset=opts["sample_offset"])
+    if opts["sample_offset"]:
+        raise click.UsageError("--sample-offset needs --sample")
+    return run
+
+
+def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = True, router: str | None = None) -> ScoringJob:
+    from .rerank import PromptSettings, Reranker
 
     sources = [opts[k] for k in ("index_name", "corpus", "candidates") if opts[k]]
     if len(sources) != 1:
@@ -307,11 +318,7 @@ def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = Tru
 
         require_ray()  # before any slow step: without Ray, say so at once
     model_name = opts["model"]
-    run = read_run(lookup(opts["run_name"], "run", obj.data_dir))
-    if opts["sample"] is not None:
-        run = sample_queries(run, opts["sample"], seed=opts["seed"], offset=opts["sample_offset"])
-    elif opts["sample_offset"]:
-        raise click.UsageError("--sample-offset needs --sample")
+    run = _candidate_run(obj, opts)
     texts, topic_map = _text_source(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
     mode = opts.get("mode", "listwise")
     if mode == "pointwise" and opts["order"] != "bm25":
@@ -390,18 +397,12 @@ def rerank(obj: Context, heads: str, router_path: str | None, output: Path, no_c
 
 def _dense_rerank(obj: Context, opts: dict, dense_model: str, batch_size: int, output: Path, run_tag: str | None) -> None:
     """``rerank --method dense``: the same run, sample and text source as the head re-ranker, no LLM."""
-    from .controls import sample_queries
     from .dense import dense_rerank, load_encoder
-    from .registry import lookup
-    from .trec import read_run, write_run
+    from .trec import write_run
 
     if len([k for k in ("index_name", "corpus", "candidates") if opts[k]]) != 1:
         raise click.UsageError("give exactly one of --index, --corpus, --candidates for document text")
-    run = read_run(lookup(opts["run_name"], "run", obj.data_dir))
-    if opts["sample"] is not None:
-        run = sample_queries(run, opts["sample"], seed=opts["seed"], offset=opts["sample_offset"])
-    elif opts["sample_offset"]:
-        raise click.UsageError("--sample-offset needs --sample")
+    run = _candidate_run(obj, opts)
     texts, topic_map = _text_source(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
     encoder = load_encoder(dense_model, device=opts["device"])
     reranked, stats = dense_rerank(encoder, run, topic_map, texts, top_k=opts["top_k"], on_missing=opts["on_missing"],

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Learned head weights (with and without first-stage fusion) and the dense bi-encoder baseline.
-#   scripts/weights_results.sh smollm2-135m [eval-job ...]   learned weights of one LLM (eval jobs: dl19 vaswani cacm cranfield dl19-pointwise)
+#   scripts/weights_results.sh smollm2-135m [eval-job ...]   learned weights of one LLM (eval jobs: dl19 vaswani cacm cranfield, and <set>-pointwise: e.g. dl19-pointwise)
 #   scripts/weights_results.sh dense [eval-job ...]          the all-MiniLM-L6-v2 baseline (also: scifact)
 # Weights are read from the per-head score cache of scripts/icr_results.sh (no LLM time when it is
 # complete). Two protocols:
@@ -51,19 +51,19 @@ $R train-weights --model "$MODEL" "${args[@]}" --qrels $qrels -o "$W/dl19/weight
 echo "## $MODEL dl19, 5-fold CV over queries (vs BM25)"
 $R evaluate "$base" "$W/dl19/cv.trec" "$W/dl19/cv-fused.trec" "$W/dl19/cv-heads-only.trec" --qrels $qrels -l $lvl --format markdown | tee "$W/dl19/report-cv.md"
 
-# 3. the SciFact weights on every evaluation set (from the cache), beside ICR; the job dl19-pointwise
-#    instead scores DL19 pointwise (one prompt per passage) and cross-validates weights over its queries
+# 3. the SciFact weights on every evaluation set (from the cache), beside ICR; a job <set>-pointwise
+#    instead scores the set pointwise (one prompt per passage) and cross-validates weights over its queries
 for job in ${*:-dl19 vaswani cacm cranfield}; do
-  if [ "$job" = dl19-pointwise ]; then
-    job_args dl19; P=$W/dl19-pointwise; mkdir -p "$P"; pw=("${args[@]}" --mode pointwise)
+  if [[ "$job" == *-pointwise ]]; then   # dl19-pointwise, vaswani-pointwise, ...
+    job_args "${job%-pointwise}"; P=$W/$job; mkdir -p "$P"; pw=("${args[@]}" --mode pointwise)
     $R rerank --model "$MODEL" "${pw[@]}" --batch-size 5 -o "$P/icr-all-heads.trec"
     for loss in pairwise pointwise; do
       $R train-weights --model "$MODEL" "${pw[@]}" --qrels $qrels -l $lvl --loss $loss -o "$P/weights-$loss.json" --cv-run "$P/cv-$loss.trec"
       $R train-weights --model "$MODEL" "${pw[@]}" --qrels $qrels -l $lvl --loss $loss --fuse -o "$P/weights-$loss-fused.json" --cv-run "$P/cv-$loss-fused.trec"
     done
-    echo "## $MODEL dl19 pointwise, 5-fold CV over queries (vs BM25)"
+    echo "## $MODEL $job, 5-fold CV over queries (vs BM25)"
     $R evaluate "$base" "$P"/{icr-all-heads,cv-pairwise,cv-pairwise-fused,cv-pointwise,cv-pointwise-fused}.trec \
-       --qrels $qrels -l $lvl --format markdown | tee "$P/report-cv.md"
+       --qrels $qrels -l $lvl --common-queries --format markdown | tee "$P/report-cv.md"
     continue
   fi
   job_args "$job"
