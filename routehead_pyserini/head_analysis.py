@@ -53,6 +53,21 @@ def doc_gains(docids: Sequence[str], judged: Mapping[str, int]) -> torch.Tensor:
     return torch.tensor([max(judged.get(d, 0), 0) for d in docids], dtype=torch.float32)
 
 
+def training_judgements(qid: str, docids: Sequence[str], qrels: Mapping[str, Mapping[str, int]],
+                        skipped: dict[str, list[str]]) -> Mapping[str, int] | None:
+    """The judgements of ``qid`` when they can teach anything: the query is judged and one of its
+    candidates ``docids`` is relevant (otherwise every ranking scores the same). Else ``None``, and
+    the qid is recorded in ``skipped["unjudged"]`` or ``skipped["no_relevant_candidate"]``."""
+    judged = qrels.get(qid)
+    if not judged:
+        skipped.setdefault("unjudged", []).append(qid)
+        return None
+    if not any(judged.get(d, 0) > 0 for d in docids):
+        skipped.setdefault("no_relevant_candidate", []).append(qid)
+        return None
+    return judged
+
+
 def per_head_ndcg(calibrated: torch.Tensor, docids: Sequence[str], judged: Mapping[str, int], k: int = 10) -> torch.Tensor:
     """nDCG@k of every head for one query: ``[layers, heads]``."""
     layers, heads, n_docs = calibrated.shape

@@ -64,7 +64,7 @@ import torch
 from .cache import QueryScores
 from .errors import UserError
 from .files import atomic_open
-from .head_analysis import doc_gains, ideal_dcg, ndcg_at_k
+from .head_analysis import doc_gains, ideal_dcg, ndcg_at_k, training_judgements
 from .heads import NORMALISATIONS, HeadSet, aggregate, from_pairs, normalise_scores
 
 logger = logging.getLogger(__name__)
@@ -239,12 +239,8 @@ def label_queries(
     skipped: dict[str, list[str]] = {"unjudged": [], "no_relevant_candidate": []}
     shape = None
     for entry in scores:
-        judged = qrels.get(entry.qid)
-        if not judged:
-            skipped["unjudged"].append(entry.qid)
-            continue
-        if not any(judged.get(d, 0) > 0 for d in entry.docids):
-            skipped["no_relevant_candidate"].append(entry.qid)
+        judged = training_judgements(entry.qid, entry.docids, qrels, skipped)
+        if judged is None:
             continue
         if shape is None:
             shape = entry.shape

@@ -66,7 +66,7 @@ import torch
 
 from .cache import QueryScores
 from .errors import UserError
-from .head_analysis import fold_of, ideal_dcg, ndcg_at_k
+from .head_analysis import fold_of, ideal_dcg, ndcg_at_k, training_judgements
 from .heads import HeadSet, aggregate, from_pairs, normalise_scores
 
 logger = logging.getLogger(__name__)
@@ -205,12 +205,8 @@ def build_dataset(
     skipped: dict[str, list[str]] = {"unjudged": [], "no_relevant_candidate": []}
     shape = None
     for scores, first_stage in entries:
-        judged = qrels.get(scores.qid)
-        if not judged:
-            skipped["unjudged"].append(scores.qid)
-            continue
-        if not any(judged.get(d, 0) > 0 for d in scores.docids):
-            skipped["no_relevant_candidate"].append(scores.qid)
+        judged = training_judgements(scores.qid, scores.docids, qrels, skipped)
+        if judged is None:
             continue
         if shape is None:
             shape = scores.shape
