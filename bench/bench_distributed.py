@@ -22,11 +22,11 @@ import argparse
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from isolated import run_child, write_results
 
 DATA = Path(os.environ.get("ROUTEHEAD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DEFAULT_SETTINGS = "single,workers:1,workers:2"
@@ -110,24 +110,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as runs:
         for i, setting in enumerate(args.settings.split(",")):
             run_path = Path(runs) / f"{i}.trec"
-            out = subprocess.run([sys.executable, __file__, "--one", setting, "--queries", str(args.queries),
-                                  "--top-k", str(args.top_k), "--run-path", str(run_path)], capture_output=True, text=True)
-            if out.returncode != 0:
-                results.append({"setting": setting, "failed": out.stderr.strip().splitlines()[-3:]})
-            else:
-                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            result = run_child(__file__, ["--one", setting, "--queries", str(args.queries), "--top-k", str(args.top_k),
+                                          "--run-path", str(run_path)], {"setting": setting}, error_lines=3)
+            if "failed" not in result:
                 reference = reference or run_path.read_bytes()
-                results[-1]["same_run_as_first"] = run_path.read_bytes() == reference
-            print(json.dumps(results[-1]), flush=True)
+                result["same_run_as_first"] = run_path.read_bytes() == reference
+            results.append(result)
     single = next((r for r in results if r["setting"] == "single" and "failed" not in r), None)
     if single:
         for r in results:
             if "workers" in r:
                 r["speedup_vs_single"] = round(r["queries_per_minute"] / single["queries_per_minute"], 2)
                 r["startup_overhead_vs_single_seconds"] = round(r["startup_seconds"] - single["startup_seconds"], 2)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=1) + "\n")
+    write_results(args.output, {"cpus": os.cpu_count(), "results": results})
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from isolated import run_child, write_results
 
 DATA = Path(os.environ.get("ROUTEHEAD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DEFAULT_SETTINGS = ("listwise:bm25:1,listwise:reversed:1,listwise:both:1,listwise:bm25:4,"
@@ -90,16 +90,9 @@ def main() -> None:
     results = []
     for top_k in args.top_k or [20]:
         for setting in args.settings.split(","):
-            out = subprocess.run([sys.executable, __file__, "--one", f"{setting}@{top_k}", "--queries", str(args.queries)],
-                                 capture_output=True, text=True)
-            if out.returncode != 0:
-                results.append({"setting": setting, "top_k": top_k, "failed": out.stderr.strip().splitlines()[-1:]})
-            else:
-                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(json.dumps(results[-1]), flush=True)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=1) + "\n")
+            results.append(run_child(__file__, ["--one", f"{setting}@{top_k}", "--queries", str(args.queries)],
+                                     {"setting": setting, "top_k": top_k}))
+    write_results(args.output, results)
 
 
 if __name__ == "__main__":

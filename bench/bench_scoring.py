@@ -22,10 +22,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from isolated import run_child, write_results
 
 DATA = Path(os.environ.get("ROUTEHEAD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 METHODS = ("routehead", "naive", "sdpa-floor")
@@ -130,16 +130,9 @@ def main() -> None:
                     results.append({"method": method, "top_k": top_k, "skipped": f"attention maps alone would be {gb:.0f} GB"})
                     print(json.dumps(results[-1]), flush=True)
                     continue
-            out = subprocess.run([sys.executable, __file__, "--one", f"{method}:{top_k}", "--queries", str(args.queries)],
-                                 capture_output=True, text=True)
-            if out.returncode != 0:
-                results.append({"method": method, "top_k": top_k, "failed": out.stderr.strip().splitlines()[-1:]})
-            else:
-                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(json.dumps(results[-1]), flush=True)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=1) + "\n")
+            results.append(run_child(__file__, ["--one", f"{method}:{top_k}", "--queries", str(args.queries)],
+                                     {"method": method, "top_k": top_k}))
+    write_results(args.output, results)
 
 
 if __name__ == "__main__":
