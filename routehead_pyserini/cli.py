@@ -78,8 +78,8 @@ def main(ctx: click.Context, data_dir: Path | None, log_level: str, log_file: st
     \b
     First stage:  index, search
     Second stage: rerank, analyze-heads
-    RouteHead:    label, train, rerank --router
-    Baselines:    train-weights (learned head weights, --fuse with BM25), rerank --method dense
+    RouteHead:    label, train, rerank --router; train-soft-router (per-query head weights)
+    Baselines:    train-weights (learned head weights, --fuse with BM25, --fuse-dense), rerank --method dense
     Evaluation:   evaluate, random-order (control)
     Registry:     datasets (names usable for --index/--topics/--qrels/--run)
     Demo:         demo (index + BM25 + evaluation on the embedded collection)
@@ -519,14 +519,30 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
         click.echo(f"wrote a random set of {size} heads (seed {random_seed}) to {random_heads}")
 
 
+def query_embedding_options(command):
+    """--layer and --pooling: how the frozen LLM embeds a query for routing (train, train-soft-router)."""
+    command = click.option("--pooling", type=click.Choice(["mean", "last"]), default="mean", show_default=True,
+                           help="Pooling of the query's token states.")(command)
+    return click.option("--layer", default=None, type=int,
+                        help="Decoder layer whose hidden states embed the query [default: the middle one].")(command)
+
+
+def fusion_options(command):
+    """--fuse and --fuse-dense: the unpenalised features learned beside the heads (train-weights, train-soft-router)."""
+    command = click.option("--fuse-dense/--no-fuse-dense", default=False, show_default=True,
+                           help="Also learn a weight for the cosine of the packaged all-MiniLM-L6-v2 bi-encoder "
+                                "(z-normalised within each query); re-ranking with the result then embeds the candidates too.")(command)
+    return click.option("--fuse/--no-fuse", default=False, show_default=True,
+                        help="Also learn a weight for the first-stage score (z-normalised within each query).")(command)
+
+
 # --------------------------------------------------------------------------------------------
 @main.command()
 @click.option("--labels", "labels_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Labels file from `routehead-pyserini label`.")
 @click.option("--topics", required=True, help="Topics with the training queries' text (file or registry name).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Router checkpoint to write.")
 @click.option("--model", default=None, help="The LLM the labels were made with [default: the one named in the labels file].")
-@click.option("--layer", default=None, type=int, help="Decoder layer whose hidden states embed the query [default: the middle one].")
-@click.option("--pooling", type=click.Choice(["mean", "last"]), default="mean", show_default=True, help="Pooling of the query's token states.")
+@query_embedding_options
 @click.option("--head-dim", default=64, show_default=True, help="Size of the per-head embeddings.")
 @click.option("--sparsity", default=0.1, show_default=True, help="Weight of the sparsity regulariser (mean routing probability).")
 @click.option("--epochs", default=300, show_default=True, help="Maximum epochs (early stopping on validation loss).")
@@ -609,25 +625,23 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
 @click.option("--lambdas", default=None, help="Comma-separated regularisation strengths to cross-validate [default: 10 values from the l1 lambda_max down 1000x; l2: 10 .. 1e-4].")
 @click.option("--folds", default=5, show_default=True, help="Cross-validation folds over training queries for choosing lambda (objective: mean nDCG@10).")
 @click.option("--fold-seed", default=0, show_default=True, help="Seed of the fold assignment (a hash of seed and qid).")
-@click.option("--fuse/--no-fuse", default=False, show_default=True, help="Also learn a weight for the first-stage score (z-normalised within each query).")
+@fusion_options
 @click.option("-l", "--relevance-level", default=1, show_default=True, help="--loss pointwise: the smallest grade counted as a positive.")
 @click.option("--cv-run", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a run of these queries, each re-ranked by weights trained without its outer fold (lambda chosen inside the other folds).")
 @click.option("--outer-folds", default=5, show_default=True, help="--cv-run: number of outer folds (assigned with --fold-seed).")
 @click.pass_obj
-def train_weights_cmd(obj: Context, qrels: str, output: Path, loss: str, penalty: str, lambdas: str | None, folds: int, fold_seed: int, fuse: bool, relevance_level: int, cv_run: Path | None, outer_folds: int, **opts) -> None:
+def train_weights_cmd(obj: Context, qrels: str, output: Path, loss: str, penalty: str, lambdas: str | None, folds: int, fold_seed: int, fuse: bool, fuse_dense: bool, relevance_level: int, cv_run: Path | None, outer_folds: int, **opts) -> None:
     """Learn one weight per head (and for the first stage, with --fuse) on judged training queries.
 
     Features are the cached per-head scores z-normalised within each query (and, with --fuse, the
-    first-stage score z-normalised the same way); a linear ranker is trained with the chosen loss
+    first-stage score, with --fuse-dense the bi-encoder cosine, z-normalised the same way; neither
+    is penalised, so the most regularised model is their fusion alone); a linear ranker is trained with the chosen loss
     and penalty, lambda chosen by --folds cross-validation over the training queries (mean nDCG@10).
     The file is a head-set file with a weight per kept head (and a 'fuse' weight): `rerank --heads
     FILE` applies it, and refuses it on any other model. No LLM time when the scores are cached.
     """
     from .heads import write_head_set
-    from .registry import lookup
-    from .rerank import ranked_hits
-    from .trec import Run, read_qrels, write_run
-    from .weights import TrainConfig, build_dataset, nested_cv_predictions, query_features, to_head_set, train_weights
+    from .weights import TrainConfig, nested_cv_predictions, to_head_set, train_weights
 
     try:
         grid = None if lambdas is None else tuple(float(v) for v in lambdas.split(","))
@@ -635,29 +649,128 @@ def train_weights_cmd(obj: Context, qrels: str, output: Path, loss: str, penalty
     except ValueError as exc:
         raise click.UsageError(f"--lambdas/--folds: {exc}") from None
     job = _scoring_job(obj, opts)
-    judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))
-    entries = []  # (qid, scores or None, first-stage scores of the scored candidates, the other hits)
-    for qid, scores, rest, _ in job.reranker.iter_scores(job.run, job.topics, job.texts, top_k=job.top_k,
-                                                         on_missing=job.on_missing, progress=obj.progress):
-        first = {h.docid: h.score for h in job.run[qid]}
-        entries.append((qid, scores, None if scores is None else [first[d] for d in scores.docids], rest))
-    dataset = build_dataset(((s, fs) for _, s, fs, _ in entries if s is not None), judgements, fuse=fuse, k=config.k)
+    data = _ranking_data(obj, job, qrels, fuse=fuse, fuse_dense=fuse_dense, k=config.k)
+    entries, dataset = data.entries, data.dataset
     learned = train_weights(dataset, config)
     model = job.reranker.model
     info = {"prompt_settings": {**job.reranker.describe()["settings"], "top_k": job.top_k}, "run": opts["run_name"],
             "qrels": qrels, "sample": opts["sample"], "sample_seed": opts["seed"]}
     write_head_set(to_head_set(learned, model_name=model.name, model_fingerprint=model.fingerprint, info=info), output)
     best = next(p for p in learned.cv if p.lam == learned.lam)
-    fused = "" if not fuse else f", first-stage weight {learned.fuse_weight:.4f}"
+    fused = ("" if not fuse else f", first-stage weight {learned.fuse_weight:.4f}") + (
+        "" if not fuse_dense else f", dense weight {learned.dense_weight:.4f}")
     click.echo(f"wrote {output}: {learned.training_queries} training queries, lambda {learned.lam:.4g} (CV nDCG@10 {best.ndcg:.4f}), "
                f"{int((learned.head_weights != 0).sum())} of {learned.head_weights.numel()} heads weighted{fused}")
     if cv_run:
-        features = {qid: query_features(s.calibrated, fs if fuse else None) for qid, s, fs, _ in entries if s is not None}
-        predicted, _ = nested_cv_predictions(dataset, features, config, outer_folds=outer_folds, seed=fold_seed)
+        predicted, _ = nested_cv_predictions(dataset, data.features(), config, outer_folds=outer_folds, seed=fold_seed)
+        data.write_cv_run(predicted, cv_run, f"weights-cv-{loss}-{penalty}" + ("-fused" if fuse else "") + ("-dense" if fuse_dense else ""))
+        click.echo(f"wrote {cv_run}: {len(entries)} queries, each ranked by weights trained without its fold ({outer_folds} outer folds)")
+
+
+@dataclass
+class RankingData:
+    """Judged training data for learned scoring (train-weights, train-soft-router), from a scoring job."""
+
+    entries: list  # (qid, scores or None, first-stage scores of the scored candidates, the other hits)
+    dense: dict | None  # qid -> bi-encoder cosines of the scored candidates (--fuse-dense)
+    dataset: object  # weights.Dataset
+    fuse: bool
+
+    def features(self) -> dict:
+        """qid -> :func:`.weights.query_features` of every scored query (judged or not)."""
+        from .weights import query_features
+
+        return {qid: query_features(s.calibrated, fs if self.fuse else None, None if self.dense is None else self.dense[qid])
+                for qid, s, fs, _ in self.entries if s is not None}
+
+    def write_cv_run(self, predicted: dict, path: Path, tag: str) -> None:
+        """A run of every query, scored candidates in the order of ``predicted`` (qid -> scores)."""
+        from .rerank import ranked_hits
+        from .trec import Run, write_run
+
         hits = {qid: ranked_hits([], [], rest) if s is None else ranked_hits(s.docids, predicted[qid].tolist(), rest)
-                for qid, s, _, rest in entries}
-        write_run(Run(hits), cv_run, tag=f"weights-cv-{loss}-{penalty}" + ("-fused" if fuse else ""))
-        click.echo(f"wrote {cv_run}: {len(hits)} queries, each ranked by weights trained without its fold ({outer_folds} outer folds)")
+                for qid, s, _, rest in self.entries}
+        write_run(Run(hits), path, tag=tag)
+
+
+def _ranking_data(obj: Context, job: ScoringJob, qrels: str, *, fuse: bool, fuse_dense: bool, k: int = 10) -> RankingData:
+    """Score (or read from the cache) every query of ``job``; add bi-encoder cosines with ``fuse_dense``."""
+    from .registry import lookup
+    from .trec import read_qrels
+    from .weights import build_dataset
+
+    judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))
+    entries = []
+    for qid, scores, rest, _ in job.reranker.iter_scores(job.run, job.topics, job.texts, top_k=job.top_k,
+                                                         on_missing=job.on_missing, progress=obj.progress):
+        first = {h.docid: h.score for h in job.run[qid]}
+        entries.append((qid, scores, None if scores is None else [first[d] for d in scores.docids], rest))
+    dense, dense_model = None, None
+    if fuse_dense:
+        from tqdm import tqdm
+
+        from .dense import PACKAGED, DenseScorer, load_encoder
+
+        scorer, dense_model = DenseScorer(load_encoder(PACKAGED)), PACKAGED
+        dense = {qid: scorer.scores(job.topics[qid], [job.texts.get(d) for d in s.docids])
+                 for qid, s, _, _ in tqdm(entries, desc="dense", unit="query", disable=not obj.progress) if s is not None}
+    dataset = build_dataset(((s, fs) for _, s, fs, _ in entries if s is not None), judgements, fuse=fuse, k=k,
+                            dense=dense, dense_model=dense_model)
+    return RankingData(entries, dense, dataset, fuse)
+
+
+# --------------------------------------------------------------------------------------------
+@main.command("train-soft-router")
+@scoring_options
+@click.option("--qrels", required=True, help="Qrels of the training queries (file or registry name).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Router checkpoint to write (`rerank --router`).")
+@click.option("--loss", type=click.Choice(["pairwise", "pointwise", "listwise"]), default="pointwise", show_default=True, help="Ranking loss of the routed scores (as train-weights).")
+@click.option("--sparsity", default=1e-3, show_default=True, help="Weight of the L1 regulariser on each query's head weights (mean over queries of sum |w|).")
+@fusion_options
+@query_embedding_options
+@click.option("--head-dim", default=16, show_default=True, help="Size of the per-head embeddings.")
+@click.option("--route-k", default=16, show_default=True, help="Heads kept per query at inference (by |weight|).")
+@click.option("--epochs", default=300, show_default=True, help="Maximum epochs (full batch; early stopping on the validation objective).")
+@click.option("--patience", default=30, show_default=True, help="Epochs without validation improvement before stopping.")
+@click.option("--val-fraction", default=0.2, show_default=True, help="Share of training queries held out for early stopping (fixed by qid hash).")
+@click.option("--router-seed", default=0, show_default=True, help="Seed of the validation split and of training.")
+@click.option("-l", "--relevance-level", default=1, show_default=True, help="--loss pointwise: the smallest grade counted as a positive.")
+@click.option("--cv-run", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a run of these queries, each ranked by a router trained without its outer fold.")
+@click.option("--outer-folds", default=5, show_default=True, help="--cv-run: number of outer folds.")
+@click.option("--fold-seed", default=0, show_default=True, help="--cv-run: seed of the fold assignment (a hash of seed and qid).")
+@click.pass_obj
+def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, sparsity: float, fuse: bool, fuse_dense: bool, layer: int | None, pooling: str, head_dim: int, route_k: int, epochs: int, patience: int, val_fraction: float, router_seed: int, relevance_level: int, cv_run: Path | None, outer_folds: int, fold_seed: int, **opts) -> None:
+    """Train a soft router: per-query head weights from the query embedding, on the ranking loss.
+
+    The hard router (`train`) learns which heads to sum from pseudo label sets; this one learns, for
+    each query, one weight per head (the same network: head embeddings x projected query embedding
+    + bias), trained end to end on the cached per-head scores of judged queries with a ranking loss
+    and an L1 sparsity regulariser on the weights (and a global weight for the first stage with
+    --fuse). At inference a query keeps its --route-k heads by |weight|. `rerank --router FILE`
+    applies it; loading it with another LLM is an error.
+    """
+    from .query_embedding import embed_queries
+    from .router import model_info, save_router
+    from .soft_router import SoftRouterConfig, nested_cv_scores, train_soft_router
+
+    config = SoftRouterConfig(loss=loss, relevance_level=relevance_level, sparsity=sparsity, head_dim=head_dim,
+                              epochs=epochs, patience=patience, val_fraction=val_fraction, seed=router_seed,
+                              top_k=route_k, embedding_layer=layer, embedding_pooling=pooling)
+    job = _scoring_job(obj, opts)
+    data = _ranking_data(obj, job, qrels, fuse=fuse, fuse_dense=fuse_dense)
+    model = job.reranker.model
+    qids = [qid for qid, s, _, _ in data.entries if s is not None]
+    embeddings = embed_queries(model, [job.topics[q] for q in qids], layer=layer, pooling=pooling, progress=obj.progress)
+    trained = train_soft_router(embeddings, data.dataset, qids, config)
+    trained.model_info = model_info(model)
+    save_router(trained, output, model=model, prompt_settings={**job.reranker.describe()["settings"], "top_k": job.top_k},
+                extra={"normalise": "zscore", "run": opts["run_name"], "qrels": qrels, "training_queries": len(data.dataset.queries)})
+    click.echo(f"wrote {output}: soft router over {len(data.dataset.queries)} training queries, best epoch {trained.best_epoch}, "
+               f"{route_k} heads per query")
+    if cv_run:
+        predicted = nested_cv_scores(embeddings, qids, data.dataset, data.features(), config, outer_folds=outer_folds, seed=fold_seed)
+        data.write_cv_run(predicted, cv_run, f"soft-router-cv-{loss}" + ("-fused" if fuse else "") + ("-dense" if fuse_dense else ""))
+        click.echo(f"wrote {cv_run}: {len(data.entries)} queries, each ranked by a router trained without its fold ({outer_folds} outer folds)")
 
 
 # --------------------------------------------------------------------------------------------

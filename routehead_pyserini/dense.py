@@ -114,6 +114,29 @@ def document_text(doc: Document) -> str:
     return f"{doc.title} {doc.text}".strip() if doc.title else doc.text
 
 
+class DenseScorer:
+    """Cosines of one query's candidates, for fusion (:mod:`.weights`); each document is embedded once.
+
+    A query's uncached documents are embedded in one call, in their order in the list, so the
+    same inputs give the same floats.
+    """
+
+    def __init__(self, encoder: DenseEncoder, *, batch_size: int = 32):
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self._vectors: dict[str, torch.Tensor] = {}
+
+    def scores(self, query: str, docs: Sequence[Document]) -> list[float]:
+        """One cosine per document of ``docs``, in order."""
+        new = [d for d in dict.fromkeys(d.docid for d in docs) if d not in self._vectors]
+        if new:
+            by_id = {d.docid: d for d in docs}
+            vectors = self.encoder.encode([document_text(by_id[d]) for d in new], batch_size=self.batch_size)
+            self._vectors.update(zip(new, vectors))
+        query_vector = self.encoder.encode([query])[0]
+        return (torch.stack([self._vectors[d.docid] for d in docs]) @ query_vector).tolist() if docs else []
+
+
 @dataclass
 class DenseStats:
     """What a dense re-ranking did."""

@@ -58,7 +58,7 @@ from .prompt import DEFAULT_DOC_MAX_TOKENS, as_document, build_pointwise_prompts
 from .scoring import score_prompts
 from .search import UnknownDocumentError
 from .trec import Hit, Run
-from .weights import check_head_set_model, fused_scores, fusion_of
+from .weights import check_head_set_model, dense_fusion_of, fused_scores, fusion_of
 
 logger = logging.getLogger(__name__)
 
@@ -282,8 +282,8 @@ class Reranker:
         documents = [Document(str(i), d) if isinstance(d, str) else as_document(d, i) for i, d in enumerate(docs)]
         if not documents:
             return []
-        if fusion_of(self.head_set) is not None:
-            raise RerankError("this head set fuses first-stage scores: re-rank a run (rerank_run), not a bare document list")
+        if fusion_of(self.head_set) is not None or dense_fusion_of(self.head_set) is not None:
+            raise RerankError("this head set fuses first-stage or dense scores: re-rank a run (rerank_run), not a bare document list")
         values = aggregate(self.score(query, documents).calibrated, self.head_set).tolist()
         order = sorted(range(len(documents)), key=lambda i: (-values[i], i))
         return [RankedDocument(documents[i].docid, values[i], r + 1, documents[i].text) for r, i in enumerate(order)]
@@ -355,12 +355,20 @@ class Reranker:
         """Re-rank the top-``top_k`` of every query of ``run`` (keywords as :meth:`iter_scores`)."""
         stats = RerankStats()
         out: dict[str, list[Hit]] = {}
+        dense = None
+        fused = getattr(self.router, "fusion", None)  # a soft router's fusion fields, on every routed head set
+        fusion = dense_fusion_of(self.head_set if self.router is None else HeadSet(extra=dict(fused or {})))
+        if fusion is not None and fusion.weight != 0.0:
+            from .dense import DenseScorer, load_encoder
+
+            dense = DenseScorer(load_encoder(fusion.model))  # the head set fuses its cosines (weights.fused_scores)
         for qid, scores, rest, head_set in self.iter_scores(run, topics, texts, stats=stats, **kwargs):
             if scores is None:
                 out[qid] = ranked_hits([], [], rest)
             else:
                 first_stage = {h.docid: h.score for h in run[qid]}  # fused head sets add it (weights.fused_scores)
-                values = fused_scores(scores.calibrated, head_set, [first_stage[d] for d in scores.docids])
+                cosines = None if dense is None else dense.scores(topics[qid], [texts.get(d) for d in scores.docids])
+                values = fused_scores(scores.calibrated, head_set, [first_stage[d] for d in scores.docids], cosines)
                 out[qid] = ranked_hits(scores.docids, values.tolist(), rest)
         return Run(out), stats
 

@@ -175,6 +175,10 @@ class TrainedRouter:
     def shape(self) -> tuple[int, int]:
         return self.router.shape
 
+    def file_fields(self) -> dict[str, Any]:
+        """Fields a subclass adds to its router file (:func:`save_router`); none here."""
+        return {}
+
     def _check_input(self, embeddings: torch.Tensor) -> torch.Tensor:
         if embeddings.dim() != 2 or embeddings.shape[1] != self.router.input_dim:
             raise RouterError(f"expected query embeddings [N, {self.router.input_dim}], got {tuple(embeddings.shape)}")
@@ -483,7 +487,9 @@ def save_router(
         "versions": {"torch": str(torch.__version__)},
         "state_dict": {k: v.detach().cpu().clone() for k, v in trained.router.state_dict().items()},
     }
-    for key in ("prompt_settings", "extra"):
+    added = trained.file_fields()
+    payload.update(added)
+    for key in ("prompt_settings", "extra", *added):
         _check_plain(payload[key], key)
     with atomic_open(path, "wb") as handle:
         torch.save(payload, handle)
@@ -542,7 +548,12 @@ def _router_from_payload(payload: Any, path: str | os.PathLike[str], *, model: L
     router = Router(payload["input_dim"], tuple(payload["shape"]), config)
     router.load_state_dict(payload["state_dict"])
     router.eval()
-    return TrainedRouter(router=router, config=config, default_top_k=int(payload["default_top_k"]),
-                         history=payload.get("history", {}), best_epoch=int(payload.get("best_epoch", 0)),
-                         model_info=dict(payload["model"]), prompt_settings=dict(payload.get("prompt_settings", {})),
-                         extra=dict(payload.get("extra", {})))
+    trained = TrainedRouter(router=router, config=config, default_top_k=int(payload["default_top_k"]),
+                            history=payload.get("history", {}), best_epoch=int(payload.get("best_epoch", 0)),
+                            model_info=dict(payload["model"]), prompt_settings=dict(payload.get("prompt_settings", {})),
+                            extra=dict(payload.get("extra", {})))
+    if payload.get("kind") == "soft":  # per-query head weights (:mod:`.soft_router`)
+        from .soft_router import soft_router_from
+
+        return soft_router_from(trained, payload)
+    return trained

@@ -4,7 +4,8 @@
 document ``i`` is the calibrated score of head ``j`` (layer-major) *z-normalised within the query*
 (:func:`.heads.normalise_scores`: mean 0, std 1 over the query's candidates; a flat head is 0).
 With fusion, one more feature: the document's first-stage (BM25) score, z-normalised within the
-query the same way. All features are therefore on one scale, and a weight says how many "query
+query the same way; with dense fusion, one more again: the cosine similarity of the query and the
+document under the packaged all-MiniLM-L6-v2 bi-encoder (:mod:`.dense`), z-normalised the same way. All features are therefore on one scale, and a weight says how many "query
 standard deviations" of that head (or of BM25) one unit of score is worth.
 
 **Model.** ``score(d) = sum_j w_j x_j(d)``; no intercept is needed to rank (the pointwise loss
@@ -44,7 +45,8 @@ every model the same nDCG: no signal); they are counted in :attr:`Dataset.skippe
 ``heads``/``weights`` list every head with a non-zero weight, ``normalise`` is ``zscore``, and two
 extra fields::
 
-    "fuse":    {"weight": 0.83, "normalise": "zscore", "feature": "first-stage score"}   # with fusion only
+    "fuse":       {"weight": 0.83, "normalise": "zscore", "feature": "first-stage score"}   # with fusion only
+    "fuse_dense": {"weight": 0.41, "normalise": "zscore", "model": "all-minilm-l6-v2"}     # with dense fusion only
     "learned": {"loss": ..., "penalty": ..., "lambda": ..., "cv": [...], "prompt_settings": {...}, ...}
 
 The model block records name, fingerprint and shape; :func:`check_head_set_model` refuses a learned
@@ -52,7 +54,8 @@ file on any other model. When L1 removes every head, one head is kept with weigh
 needs a head): the ranking is then the fused first stage alone.
 
 Re-ranking with such a file (:func:`fused_scores`): the head set's weighted sum of z-normalised
-head scores plus ``fuse.weight`` times the z-normalised first-stage scores of the same candidates.
+head scores plus ``fuse.weight`` times the z-normalised first-stage scores of the same candidates
+(plus ``fuse_dense.weight`` times their z-normalised dense cosines).
 Other readers of head sets (labels, analyses) see only the head part.
 """
 from __future__ import annotations
@@ -74,6 +77,7 @@ logger = logging.getLogger(__name__)
 LOSSES = ("pointwise", "pairwise", "listwise")
 PENALTIES = ("l1", "l2")
 FUSE_KEY = "fuse"
+DENSE_KEY = "fuse_dense"
 LEARNED_KEY = "learned"
 
 
@@ -105,27 +109,51 @@ def fusion_of(head_set: HeadSet) -> Fusion | None:
     return Fusion(float(spec["weight"]))
 
 
+@dataclass(frozen=True)
+class DenseFusion:
+    """The dense term of a fused head set: ``weight`` x the z-normalised cosine under encoder ``model``."""
+
+    weight: float
+    model: str
+
+
+def dense_fusion_of(head_set: HeadSet) -> DenseFusion | None:
+    """The head set's ``fuse_dense`` field, checked (``None`` when it has none)."""
+    spec = head_set.extra.get(DENSE_KEY)
+    if spec is None:
+        return None
+    weight = spec.get("weight") if isinstance(spec, Mapping) else None
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not isinstance(spec.get("model"), str):
+        raise WeightsError(f"head set '{DENSE_KEY}' must be an object with a numeric 'weight' and a 'model', got {spec!r}")
+    if spec.get("normalise", "zscore") != "zscore":
+        raise WeightsError(f"head set '{DENSE_KEY}': only \"normalise\": \"zscore\" is supported, got {spec.get('normalise')!r}")
+    return DenseFusion(float(weight), spec["model"])
+
+
 def first_stage_feature(first_stage: Sequence[float]) -> torch.Tensor:
-    """First-stage scores z-normalised within the query (float64; flat scores give 0)."""
+    """First-stage (or any per-candidate) scores z-normalised within the query (float64; flat scores give 0)."""
     values = torch.as_tensor(list(first_stage), dtype=torch.float64).reshape(1, 1, -1)
     return normalise_scores(values, "zscore")[0, 0]
 
 
-def fused_scores(calibrated: torch.Tensor, head_set: HeadSet, first_stage: Sequence[float] | None = None) -> torch.Tensor:
-    """One score per candidate: :func:`.heads.aggregate`, plus the fusion term if the set has one.
+def fused_scores(calibrated: torch.Tensor, head_set: HeadSet, first_stage: Sequence[float] | None = None,
+                 dense: Sequence[float] | None = None) -> torch.Tensor:
+    """One score per candidate: :func:`.heads.aggregate`, plus the fusion terms the set has.
 
-    ``first_stage``: the candidates' first-stage scores, in the order of ``calibrated``'s documents.
+    ``first_stage``, ``dense``: the candidates' first-stage scores and dense cosines, in the order
+    of ``calibrated``'s documents (each needed only when the head set fuses it).
     """
     values = aggregate(calibrated, head_set)
-    fusion = fusion_of(head_set)
-    if fusion is None or fusion.weight == 0.0:
-        return values
-    if first_stage is None:
-        raise WeightsError("this head set fuses the first-stage score, but no first-stage scores were given "
-                           "(re-rank a run, not a bare list of documents)")
-    if len(first_stage) != values.shape[0]:
-        raise ValueError(f"{len(first_stage)} first-stage scores for {values.shape[0]} documents")
-    return values + fusion.weight * first_stage_feature(first_stage)
+    for fusion, feature, what in ((fusion_of(head_set), first_stage, "the first-stage score"),
+                                  (dense_fusion_of(head_set), dense, "the dense cosine")):
+        if fusion is None or fusion.weight == 0.0:
+            continue
+        if feature is None:
+            raise WeightsError(f"this head set fuses {what}, but none were given (re-rank a run, not a bare list of documents)")
+        if len(feature) != values.shape[0]:
+            raise ValueError(f"{len(feature)} fusion scores for {values.shape[0]} documents")
+        values = values + fusion.weight * first_stage_feature(feature)
+    return values
 
 
 def check_head_set_model(head_set: HeadSet, model) -> None:
@@ -151,16 +179,18 @@ def check_head_set_model(head_set: HeadSet, model) -> None:
 # Data
 
 
-def query_features(calibrated: torch.Tensor, first_stage: Sequence[float] | None = None) -> torch.Tensor:
-    """``[docs, layers*heads (+1)]`` float64: z-normalised head scores (and first-stage score)."""
+def query_features(calibrated: torch.Tensor, first_stage: Sequence[float] | None = None,
+                   dense: Sequence[float] | None = None) -> torch.Tensor:
+    """``[docs, layers*heads (+1) (+1)]`` float64: z-normalised head scores (then first-stage score, then dense cosine)."""
     if torch.isnan(calibrated).any():
         raise WeightsError("learned weights need every head's scores (some are NaN: not computed)")
     layers, heads, n_docs = calibrated.shape
     x = normalise_scores(calibrated, "zscore").reshape(layers * heads, n_docs).T
-    if first_stage is not None:
-        if len(first_stage) != n_docs:
-            raise ValueError(f"{len(first_stage)} first-stage scores for {n_docs} documents")
-        x = torch.cat([x, first_stage_feature(first_stage)[:, None]], dim=1)
+    for feature in (first_stage, dense):
+        if feature is not None:
+            if len(feature) != n_docs:
+                raise ValueError(f"{len(feature)} fusion scores for {n_docs} documents")
+            x = torch.cat([x, first_stage_feature(feature)[:, None]], dim=1)
     return x.contiguous()
 
 
@@ -183,6 +213,7 @@ class Dataset:
     shape: tuple[int, int]
     fuse: bool
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    dense: str | None = None  # the encoder of the dense fusion feature (None: not fused)
 
     @property
     def n_heads(self) -> int:
@@ -190,7 +221,7 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
-        return self.n_heads + int(self.fuse)
+        return self.n_heads + int(self.fuse) + int(self.dense is not None)
 
 
 def build_dataset(
@@ -199,8 +230,16 @@ def build_dataset(
     *,
     fuse: bool,
     k: int = 10,
+    dense: Mapping[str, Sequence[float]] | None = None,
+    dense_model: str | None = None,
 ) -> Dataset:
-    """Training data from ``(scores, first-stage scores of the same candidates)`` per query."""
+    """Training data from ``(scores, first-stage scores of the same candidates)`` per query.
+
+    ``dense``: qid -> the candidates' dense cosines (in ``scores.docids`` order) from encoder
+    ``dense_model``: given, they are one more (unpenalised) feature.
+    """
+    if (dense is None) != (dense_model is None):
+        raise ValueError("dense scores and dense_model go together")
     queries: list[QueryData] = []
     skipped: dict[str, list[str]] = {"unjudged": [], "no_relevant_candidate": []}
     shape = None
@@ -214,7 +253,10 @@ def build_dataset(
             raise WeightsError(f"query {scores.qid}: scores of shape {scores.shape}, others {shape}")
         if fuse and first_stage is None:
             raise WeightsError(f"query {scores.qid}: fusion needs the first-stage scores")
-        features = query_features(scores.calibrated, first_stage if fuse else None)
+        if dense is not None and scores.qid not in dense:
+            raise WeightsError(f"query {scores.qid}: dense fusion needs its dense scores")
+        features = query_features(scores.calibrated, first_stage if fuse else None,
+                                  None if dense is None else dense[scores.qid])
         grades = torch.tensor([max(judged.get(d, 0), 0) for d in scores.docids], dtype=torch.float64)
         queries.append(QueryData(scores.qid, list(scores.docids), features, grades, ideal_dcg(judged, k)))
     if not queries:
@@ -222,21 +264,21 @@ def build_dataset(
                            f"(unjudged: {len(skipped['unjudged'])}, no relevant candidate: {len(skipped['no_relevant_candidate'])})")
     logger.info("%d training queries (skipped: %d unjudged, %d without a relevant candidate)",
                 len(queries), len(skipped["unjudged"]), len(skipped["no_relevant_candidate"]))
-    return Dataset(queries, shape, fuse, skipped)
+    return Dataset(queries, shape, fuse, skipped, dense_model)
 
 
 @dataclass
-class _Batch:
+class Batch:
     """Queries padded to one ``[queries, docs, features]`` block."""
 
     x: torch.Tensor  # [Q, D, F]
     grades: torch.Tensor  # [Q, D]
     mask: torch.Tensor  # [Q, D] bool
     pairs: torch.Tensor  # [Q, D, D] bool: grade_i > grade_j, both real documents
-    n_heads: int  # the first n_heads features are heads (penalised); then the first stage, if fused
+    n_heads: int  # the first n_heads features are heads (penalised); then the first stage and dense cosine, if fused
 
 
-def _batch(queries: Sequence[QueryData], n_heads: int) -> _Batch:
+def make_batch(queries: Sequence[QueryData], n_heads: int) -> Batch:
     n_docs = max(q.features.shape[0] for q in queries)
     n_features = queries[0].features.shape[1]
     x = torch.zeros(len(queries), n_docs, n_features, dtype=torch.float64)
@@ -246,7 +288,7 @@ def _batch(queries: Sequence[QueryData], n_heads: int) -> _Batch:
         n = q.features.shape[0]
         x[i, :n], grades[i, :n], mask[i, :n] = q.features, q.grades, True
     pairs = (grades[:, :, None] > grades[:, None, :]) & mask[:, :, None] & mask[:, None, :]
-    return _Batch(x, grades, mask, pairs, n_heads)
+    return Batch(x, grades, mask, pairs, n_heads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,11 +320,17 @@ class TrainConfig:
             raise ValueError("lambdas must be a non-empty list of values >= 0")
 
 
-def _smooth_loss(theta: torch.Tensor, batch: _Batch, config: TrainConfig) -> torch.Tensor:
+def _smooth_loss(theta: torch.Tensor, batch: Batch, config: TrainConfig) -> torch.Tensor:
     n_features = batch.x.shape[-1]
     s = batch.x @ theta[:n_features]  # [Q, D]
+    return ranking_loss(s, batch, config, theta[n_features] if config.loss == "pointwise" else None)
+
+
+def ranking_loss(s: torch.Tensor, batch: Batch, config: TrainConfig, intercept: torch.Tensor | None = None) -> torch.Tensor:
+    """``config.loss`` of scores ``s`` ``[Q, D]`` of ``batch``'s candidates (module docstring); the
+    pointwise loss adds ``intercept`` to every score. Also used by the soft router (:mod:`.soft_router`)."""
     if config.loss == "pointwise":
-        logits = s + theta[n_features]
+        logits = s + (0.0 if intercept is None else intercept)
         y = (batch.grades >= config.relevance_level).to(s.dtype)
         per_doc = torch.nn.functional.softplus(logits) - y * logits
         per_query = (per_doc * batch.mask).sum(-1) / batch.mask.sum(-1)
@@ -300,7 +348,7 @@ def _smooth_loss(theta: torch.Tensor, batch: _Batch, config: TrainConfig) -> tor
     return -(target * logp.masked_fill(~batch.mask, 0.0)).sum(-1).mean()
 
 
-def _value_and_grad(theta: torch.Tensor, batch: _Batch, config: TrainConfig) -> tuple[float, torch.Tensor]:
+def _value_and_grad(theta: torch.Tensor, batch: Batch, config: TrainConfig) -> tuple[float, torch.Tensor]:
     theta = theta.detach().requires_grad_(True)
     value = _smooth_loss(theta, batch, config)
     (grad,) = torch.autograd.grad(value, theta)
@@ -323,7 +371,7 @@ def _prox(theta: torch.Tensor, threshold: float, n_features: int, penalty: str) 
     return out
 
 
-def _fit(batch: _Batch, config: TrainConfig, lam: float, init: torch.Tensor | None = None) -> torch.Tensor:
+def _fit(batch: Batch, config: TrainConfig, lam: float, init: torch.Tensor | None = None) -> torch.Tensor:
     """Minimise loss + penalty by FISTA with backtracking and restart (deterministic)."""
     n_features = batch.n_heads  # the penalised part
     size = batch.x.shape[-1] + (1 if config.loss == "pointwise" else 0)
@@ -370,7 +418,7 @@ def lambda_grid(dataset: Dataset, config: TrainConfig) -> list[float]:
     for part in parts:
         if not part:
             continue
-        batch = _batch(part, dataset.n_heads)
+        batch = make_batch(part, dataset.n_heads)
         # the optimum of the unpenalised weights (first stage, intercept) with every head at 0
         theta = _fit(batch, config, math.inf) if batch.x.shape[-1] > batch.n_heads or config.loss == "pointwise" else None
         size = batch.x.shape[-1] + (1 if config.loss == "pointwise" else 0)
@@ -386,7 +434,7 @@ def _mean_ndcg(theta: torch.Tensor, queries: Sequence[QueryData], k: int) -> flo
     return sum(values) / len(values)
 
 
-def _path(batch: _Batch, config: TrainConfig, lambdas: Sequence[float]) -> list[torch.Tensor]:
+def _path(batch: Batch, config: TrainConfig, lambdas: Sequence[float]) -> list[torch.Tensor]:
     """Weights for each lambda (largest first, each warm-started from the previous one)."""
     out, previous = [], None
     for lam in lambdas:
@@ -417,6 +465,7 @@ class LearnedWeights:
     training_queries: int
     skipped: dict[str, list[str]]
     train_ndcg: float
+    dense: str | None = None  # the encoder of the dense fusion feature
 
     @property
     def head_weights(self) -> torch.Tensor:
@@ -425,7 +474,11 @@ class LearnedWeights:
 
     @property
     def fuse_weight(self) -> float | None:
-        return float(self.weights[-1]) if self.fuse else None
+        return float(self.weights[self.shape[0] * self.shape[1]]) if self.fuse else None
+
+    @property
+    def dense_weight(self) -> float | None:
+        return float(self.weights[-1]) if self.dense is not None else None
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """Scores of one query's candidates from :func:`query_features` (same fusion setting)."""
@@ -444,7 +497,7 @@ def cross_validate(dataset: Dataset, config: TrainConfig, lambdas: Sequence[floa
     for f in used:
         train = [q for q in dataset.queries if folds[q.qid] != f]
         test = [q for q in dataset.queries if folds[q.qid] == f]
-        thetas = _path(_batch(train, dataset.n_heads), config, lambdas)
+        thetas = _path(make_batch(train, dataset.n_heads), config, lambdas)
         per_fold.append([_mean_ndcg(theta, test, config.k) for theta in thetas])
     sizes = [sum(1 for q in dataset.queries if folds[q.qid] == f) for f in used]
     points = []
@@ -466,15 +519,16 @@ def train_weights(dataset: Dataset, config: TrainConfig = TrainConfig()) -> Lear
     best = max(points, key=lambda p: (round(p.ndcg, 9), p.lam)) if len(points) > 1 else points[0]
     for p in points:
         logger.info("lambda %.3g: cross-validated nDCG@%d %.4f", p.lam, config.k, p.ndcg)
-    batch = _batch(dataset.queries, dataset.n_heads)
+    batch = make_batch(dataset.queries, dataset.n_heads)
     path = _path(batch, config, [lam for lam in lambdas if lam >= best.lam])
     theta = path[-1]
     weights = theta[: dataset.n_features].clone()
     learned = LearnedWeights(weights, dataset.shape, dataset.fuse, best.lam, config, points, len(dataset.queries),
-                             dataset.skipped, _mean_ndcg(theta, dataset.queries, config.k))
-    logger.info("chose lambda %.3g (cross-validated nDCG@%d %.4f); %d of %d heads weighted%s; training nDCG %.4f",
+                             dataset.skipped, _mean_ndcg(theta, dataset.queries, config.k), dataset.dense)
+    logger.info("chose lambda %.3g (cross-validated nDCG@%d %.4f); %d of %d heads weighted%s%s; training nDCG %.4f",
                 best.lam, config.k, best.ndcg, int((learned.head_weights != 0).sum()), learned.head_weights.numel(),
-                "" if not dataset.fuse else f", fusion weight {learned.fuse_weight:.4f}", learned.train_ndcg)
+                "" if not dataset.fuse else f", fusion weight {learned.fuse_weight:.4f}",
+                "" if dataset.dense is None else f", dense weight {learned.dense_weight:.4f}", learned.train_ndcg)
     return learned
 
 
@@ -503,7 +557,7 @@ def nested_cv_predictions(
         held_out = [qid for qid in features if fold[qid] == f]
         if not held_out:
             continue
-        train = Dataset([q for q in dataset.queries if fold[q.qid] != f], dataset.shape, dataset.fuse, dataset.skipped)
+        train = Dataset([q for q in dataset.queries if fold[q.qid] != f], dataset.shape, dataset.fuse, dataset.skipped, dataset.dense)
         if not train.queries:
             raise WeightsError(f"outer fold {f}: no training queries in the other folds")
         inner = TrainConfig(**{**asdict(config), "fold_seed": config.fold_seed + 1 + f})
@@ -537,11 +591,12 @@ def to_head_set(
         flat = int(torch.argmax(grid.abs().flatten()))  # all 0: keep one head, weight 0
         pairs, values = [divmod(flat, heads)], [0.0]
         logger.warning("the chosen lambda leaves no head with a weight: the ranking is the %s alone",
-                       "fused first stage" if learned.fuse else "first stage (every score ties)")
+                       "fused first stage" if learned.fuse or learned.dense else "first stage (every score ties)")
     config = learned.config
     record = {
         "features": "per-head calibrated scores z-normalised within the query"
-                    + (" + first-stage score z-normalised within the query" if learned.fuse else ""),
+                    + (" + first-stage score z-normalised within the query" if learned.fuse else "")
+                    + (f" + {learned.dense} cosine z-normalised within the query" if learned.dense else ""),
         "loss": config.loss,
         "penalty": config.penalty,
         "lambda": learned.lam,
@@ -559,8 +614,11 @@ def to_head_set(
     extra: dict = {}
     if learned.fuse:
         extra[FUSE_KEY] = {"weight": learned.fuse_weight, "normalise": "zscore", "feature": "first-stage score"}
+    if learned.dense:
+        extra[DENSE_KEY] = {"weight": learned.dense_weight, "normalise": "zscore", "model": learned.dense}
     extra[LEARNED_KEY] = record
     source = (f"learned: {config.loss} loss, {config.penalty} lambda {learned.lam:.3g} (chosen by {config.folds}-fold CV "
-              f"over {learned.training_queries} training queries)" + (", fused with the first stage" if learned.fuse else ""))
+              f"over {learned.training_queries} training queries)" + (", fused with the first stage" if learned.fuse else "")
+              + (f", fused with the {learned.dense} cosine" if learned.dense else ""))
     return from_pairs(pairs, values, model_name=model_name, model_fingerprint=model_fingerprint,
                       model_shape=(layers, heads), source=source, normalise="zscore", extra=extra)

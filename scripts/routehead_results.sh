@@ -21,6 +21,8 @@ $R label --model "$MODEL" "${TRAIN[@]}" --qrels scifact -o "$W/labels.jsonl" \
 $R train --labels "$W/labels.jsonl" --topics scifact -o "$W/router.pt" --targets soft --top-k 16
 $R train --labels "$W/labels.jsonl" --topics scifact -o "$W/router-set.pt" --targets set
 $R train --labels "$W/labels.jsonl" --topics scifact -o "$W/knn.pt" --knn 5 --targets soft --top-k 16
+# soft routing: per-query head weights trained on the ranking loss of the same cached scores (16 heads kept)
+$R train-soft-router --model "$MODEL" "${TRAIN[@]}" --qrels scifact -o "$W/soft-router.pt" --route-k 16
 
 # 3. every method on every evaluation set (all from the cache: no LLM time beyond routing)
 for job in $EVALS; do
@@ -43,15 +45,16 @@ for job in $EVALS; do
   $R rerank --model "$MODEL" "${args[@]}" --router "$W/knn.pt" -o "$O/knn-router.trec"
   $R rerank --model "$MODEL" "${args[@]}" --router "$W/router-set.pt" -o "$O/routehead-set.trec"
   $R rerank --model "$MODEL" "${args[@]}" --router "$W/router.pt" -o "$O/routehead.trec"
+  $R rerank --model "$MODEL" "${args[@]}" --router "$W/soft-router.pt" -o "$O/soft-router.trec"
   A=runs/analysis/$MODEL/$job; oracle=()
   [ -f "$A/oracle-head.trec" ] && oracle=("$A/oracle-head.trec" "$A/oracle-head-null.trec")
   echo "## $MODEL $job (vs BM25)"
-  $R evaluate "$base" "$O"/{random-order,icr-all-heads,static1,random,static16,knn-router,routehead-set,routehead}.trec "${oracle[@]}" \
+  $R evaluate "$base" "$O"/{random-order,icr-all-heads,static1,random,static16,knn-router,routehead-set,routehead,soft-router}.trec "${oracle[@]}" \
      --qrels $qrels -l $lvl --common-queries --format markdown | tee "$O/report.md"
   echo "## $MODEL $job (vs ICR)"
-  $R evaluate "$O"/{icr-all-heads,static1,random,static16,knn-router,routehead-set,routehead}.trec \
+  $R evaluate "$O"/{icr-all-heads,static1,random,static16,knn-router,routehead-set,routehead,soft-router}.trec \
      --qrels $qrels -l $lvl --common-queries --format markdown | tee "$O/report-vs-icr.md"
   echo "## $MODEL $job (vs the static top-16 set)"
-  $R evaluate "$O"/{static16,routehead-set,routehead}.trec \
+  $R evaluate "$O"/{static16,routehead-set,routehead,soft-router}.trec \
      --qrels $qrels -l $lvl --common-queries --format markdown | tee "$O/report-vs-static.md"
 done

@@ -18,6 +18,7 @@ ROWS = [  # (run name in the reports, label)
     ("static1", "best single head (chosen on SciFact)"), ("random", "random head set (16 heads)"),
     ("static16", "static top-16 (QRHead-style)"), ("knn-router", "kNN routing (k = 5, 16 heads)"),
     ("routehead-set", "RouteHead, label-set targets (paper)"), ("routehead", "**RouteHead**, soft targets (16 heads)"),
+    ("soft-router", "soft routing: per-query head weights (16 heads)"),
     ("oracle-head", "per-query oracle head"), ("oracle-head-null", "oracle over shuffled scores (null)"),
 ]
 

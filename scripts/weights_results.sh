@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Learned head weights (with and without first-stage fusion) and the dense bi-encoder baseline.
-#   scripts/weights_results.sh smollm2-135m [eval-job ...]   learned weights of one LLM (eval jobs: dl19 vaswani cacm cranfield, and <set>-pointwise: e.g. dl19-pointwise)
+#   scripts/weights_results.sh smollm2-135m [eval-job ...]   learned weights of one LLM (eval jobs: dl19 vaswani cacm cranfield scifact-val, and <set>-pointwise: e.g. dl19-pointwise)
 #   scripts/weights_results.sh dense [eval-job ...]          the all-MiniLM-L6-v2 baseline (also: scifact)
 # Weights are read from the per-head score cache of scripts/icr_results.sh (no LLM time when it is
 # complete). Two protocols:
@@ -8,8 +8,10 @@
 #     the other folds; lambda chosen by an inner 5-fold CV on those training folds only);
 #   - transfer: trained on the SciFact training sample (lambda by 5-fold CV there), applied unchanged
 #     to every evaluation set with `rerank --heads`.
+#   Outputs that exist are kept (the script resumes where it stopped); FORCE=1 recomputes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+todo() { [ -n "${FORCE:-}" ] || [ ! -s "$1" ]; }  # true when output $1 must be (re)made
 MODEL=${1:?model or dense}; shift
 R=".venv/bin/routehead-pyserini -q"
 TRAIN=(--run runs/bm25/scifact.trec --index scifact --top-k 20 --doc-max-tokens 128 --sample 200 --seed 0)
@@ -21,6 +23,9 @@ job_args() {  # sets args, qrels, lvl, base for one evaluation set
     cranfield) args=(--run runs/bm25/cranfield.trec --index cranfield --top-k 20 --doc-max-tokens 128 --sample 100 --seed 0)
                qrels=cranfield; lvl=1; base=runs/bm25/cranfield.trec ;;
     scifact)   args=("${TRAIN[@]}"); qrels=scifact; lvl=1; base=runs/bm25/scifact.trec ;;
+    scifact-val) # SciFact train queries 201-250 of the --sample order: disjoint from the training sample
+               args=(--run runs/bm25/scifact.trec --index scifact --top-k 20 --doc-max-tokens 128 --sample 50 --sample-offset 200 --seed 0)
+               qrels=scifact; lvl=1; base=runs/bm25/scifact.trec ;;
     *) echo "unknown job $1" >&2; exit 2 ;;
   esac
 }
@@ -58,12 +63,32 @@ for job in ${*:-dl19 vaswani cacm cranfield}; do
     job_args "${job%-pointwise}"; P=$W/$job; mkdir -p "$P"; pw=("${args[@]}" --mode pointwise)
     $R rerank --model "$MODEL" "${pw[@]}" --batch-size 5 -o "$P/icr-all-heads.trec"
     for loss in pairwise pointwise; do
-      $R train-weights --model "$MODEL" "${pw[@]}" --qrels $qrels -l $lvl --loss $loss -o "$P/weights-$loss.json" --cv-run "$P/cv-$loss.trec"
-      $R train-weights --model "$MODEL" "${pw[@]}" --qrels $qrels -l $lvl --loss $loss --fuse -o "$P/weights-$loss-fused.json" --cv-run "$P/cv-$loss-fused.trec"
+      todo "$P/cv-$loss.trec" && $R train-weights --model "$MODEL" "${pw[@]}" --qrels $qrels -l $lvl --loss $loss -o "$P/weights-$loss.json" --cv-run "$P/cv-$loss.trec"
+      todo "$P/cv-$loss-fused.trec" && $R train-weights --model "$MODEL" "${pw[@]}" --qrels $qrels -l $lvl --loss $loss --fuse -o "$P/weights-$loss-fused.json" --cv-run "$P/cv-$loss-fused.trec"
     done
+    # the bi-encoder cosine as one more feature (logistic loss, the best recipe above on DL19), and its
+    # control: BM25 + cosine alone (a lambda that keeps no head), so the heads' own share shows
+    todo "$P/cv-pointwise-fused-dense.trec" && $R train-weights --model "$MODEL" "${pw[@]}" --qrels $qrels -l $lvl --loss pointwise --fuse --fuse-dense \
+       -o "$P/weights-pointwise-fused-dense.json" --cv-run "$P/cv-pointwise-fused-dense.trec"
+    todo "$P/cv-bm25-dense.trec" && $R train-weights --model "$MODEL" "${pw[@]}" --qrels $qrels -l $lvl --loss pointwise --fuse --fuse-dense --lambdas 1e9 \
+       -o "$P/weights-bm25-dense.json" --cv-run "$P/cv-bm25-dense.trec"
+    # soft routing: per-query head weights from the query embedding (same loss, fusion and folds)
+    todo "$P/cv-soft-router-fused.trec" && $R train-soft-router --model "$MODEL" "${pw[@]}" --qrels $qrels -l $lvl --fuse -o "$P/soft-router-fused.pt" \
+       --cv-run "$P/cv-soft-router-fused.trec"
+    todo "$P/cv-soft-router-fused-dense.trec" && $R train-soft-router --model "$MODEL" "${pw[@]}" --qrels $qrels -l $lvl --fuse --fuse-dense -o "$P/soft-router-fused-dense.pt" \
+       --cv-run "$P/cv-soft-router-fused-dense.trec"
+    runs=("$P"/{icr-all-heads,cv-pairwise,cv-pairwise-fused,cv-pointwise,cv-pointwise-fused,cv-soft-router-fused}.trec
+          "$P"/{cv-bm25-dense,cv-pointwise-fused-dense,cv-soft-router-fused-dense}.trec)
+    $R random-order "$base" --top-k 20 -o "$P/random-order.trec"
     echo "## $MODEL $job, 5-fold CV over queries (vs BM25)"
-    $R evaluate "$base" "$P"/{icr-all-heads,cv-pairwise,cv-pairwise-fused,cv-pointwise,cv-pointwise-fused}.trec \
-       --qrels $qrels -l $lvl --common-queries --format markdown | tee "$P/report-cv.md"
+    dense=(); [ -s "runs/dense/${job%-pointwise}.top20.trec" ] && dense=("runs/dense/${job%-pointwise}.top20.trec")  # scripts/weights_results.sh dense
+    $R evaluate "$base" "$P/random-order.trec" "${runs[@]}" "${dense[@]}" --qrels $qrels -l $lvl --common-queries --format markdown \
+       | tee "$P/report-cv.md"
+    echo "## $MODEL $job (vs pointwise all heads)"
+    $R evaluate "${runs[@]}" --qrels $qrels -l $lvl --common-queries --format markdown | tee "$P/report-vs-icr.md"
+    echo "## $MODEL $job (vs the fusion of BM25 and the bi-encoder alone)"
+    $R evaluate "$P"/{cv-bm25-dense,cv-pointwise-fused-dense,cv-soft-router-fused-dense}.trec \
+       --qrels $qrels -l $lvl --common-queries --format markdown | tee "$P/report-vs-fusion.md"
     continue
   fi
   job_args "$job"

@@ -61,6 +61,25 @@ def demo_index(jvm, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return index_dir
 
 
+@pytest.fixture
+def demo_cli(jvm, demo_index, tmp_path):
+    """The CLI on the demo collection: ``cli(*args)`` (quiet, exceptions raised), a BM25 run of the
+    16 demo queries (6 hits each), and ``common`` scoring options (top-4, a fresh score cache)."""
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from routehead_pyserini.cli import main
+
+    def cli(*args):
+        return CliRunner().invoke(main, ["-q", *map(str, args)], catch_exceptions=False)
+
+    bm25 = tmp_path / "bm25.trec"
+    assert cli("search", "--index", demo_index, "--topics", "demo", "-o", bm25, "--hits", 6).exit_code == 0
+    common = ["--run", bm25, "--index", demo_index, "--topics", "demo", "--top-k", 4, "--cache-dir", tmp_path / "cache"]
+    return SimpleNamespace(cli=cli, bm25=bm25, common=common)
+
+
 # --- models, attention and scoring fixtures -------------------------------------------------------
 
 from dataclasses import dataclass as _dataclass  # noqa: E402

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from routehead_pyserini.cli import main
 from routehead_pyserini.corpus import Document, read_corpus
 from routehead_pyserini.demo import DEMO_DATA
-from routehead_pyserini.dense import DenseError, dense_rerank, document_text, load_encoder
+from routehead_pyserini.dense import DenseError, DenseScorer, dense_rerank, document_text, load_encoder
 from routehead_pyserini.rerank import DictTexts
 from routehead_pyserini.search import UnknownDocumentError
 from routehead_pyserini.trec import Hit, Run, read_topics, write_run
@@ -51,6 +51,16 @@ def test_relevant_passage_first_and_same_bytes_twice(encoder, tmp_path):
     cut, _ = dense_rerank(encoder, run, TOPICS, texts, top_k=2, progress=False)
     assert [h.docid for h in cut["q1"][2:]] == ["volcano", "flea"]
     assert all(a.score > b.score for a, b in zip(cut["q1"], cut["q1"][1:]))
+
+
+def test_scorer_gives_the_cosines_of_the_fusion_feature(encoder):
+    scorer = DenseScorer(encoder, batch_size=2)
+    docs = [PASSAGES[d] for d in ("cat", "flea", "tax")]
+    values = scorer.scores(TOPICS["q1"], docs)
+    expected = encoder.encode([document_text(d) for d in docs]) @ encoder.encode([TOPICS["q1"]])[0]
+    assert values == pytest.approx(expected.tolist(), abs=1e-5) and max(values) == values[1]  # the flea passage
+    assert scorer.scores(TOPICS["q1"], docs[::-1]) == pytest.approx(values[::-1], abs=1e-6)  # each document embedded once
+    assert scorer.scores(TOPICS["q1"], []) == []
 
 
 def test_missing_text(encoder):

@@ -142,12 +142,37 @@ def test_fusion_math():
     assert torch.allclose(fused_scores(calibrated, fused, bm25), aggregate(calibrated, heads) + 2.0 * z)
     assert torch.equal(fused_scores(calibrated, heads, None), aggregate(calibrated, heads))  # no fuse field: unchanged
     assert torch.equal(first_stage_feature([3.0, 3.0, 3.0]), torch.zeros(3, dtype=torch.float64))  # flat: no vote
-    with pytest.raises(WeightsError, match="no first-stage scores"):
+    with pytest.raises(WeightsError, match="fuses the first-stage score"):
         fused_scores(calibrated, fused, None)
     with pytest.raises(WeightsError, match="numeric 'weight'"):
         fused_scores(calibrated, from_pairs([(0, 0)], extra={"fuse": {"weight": "big"}}), bm25)
     with pytest.raises(WeightsError, match="zscore"):
         fused_scores(calibrated, from_pairs([(0, 0)], extra={"fuse": {"weight": 1.0, "normalise": "minmax"}}), bm25)
+
+
+def test_dense_fusion_feature_is_learned_and_applied(tmp_path):
+    """A third, unpenalised feature (the bi-encoder cosine) that carries part of the truth gets a weight."""
+    entries, qrels = synthetic(30)
+    g = torch.Generator().manual_seed(5)
+    dense = {}
+    for scores, bm25 in entries:  # a cosine that agrees with the relevant documents, and noise
+        judged = qrels[scores.qid]
+        dense[scores.qid] = [0.5 * max(judged.get(d, 0), 0) + 0.3 * float(torch.rand(1, generator=g)) for d in scores.docids]
+    dataset = build_dataset(entries, qrels, fuse=True, dense=dense, dense_model="all-minilm-l6-v2")
+    assert dataset.n_features == LAYERS * HEADS + 2
+    learned = train_weights(dataset, TrainConfig(folds=3))
+    assert learned.dense_weight > 0 and learned.fuse_weight is not None and learned.dense == "all-minilm-l6-v2"
+    head_set = to_head_set(learned, model_name="tiny", model_fingerprint="fp")
+    write_head_set(head_set, tmp_path / "w.json")
+    back = read_head_set(tmp_path / "w.json")
+    assert back.extra["fuse_dense"] == {"weight": learned.dense_weight, "normalise": "zscore", "model": "all-minilm-l6-v2"}
+    for scores, bm25 in entries:
+        expected = learned.scores(query_features(scores.calibrated, bm25, dense[scores.qid]))
+        assert torch.allclose(fused_scores(scores.calibrated, back, bm25, dense[scores.qid]), expected, atol=1e-9)
+    with pytest.raises(WeightsError, match="fuses the dense cosine"):
+        fused_scores(entries[0][0].calibrated, back, entries[0][1], None)
+    with pytest.raises(WeightsError, match="needs its dense scores"):
+        build_dataset(entries, qrels, fuse=False, dense={}, dense_model="all-minilm-l6-v2")
 
 
 def test_learned_weights_refuse_another_model(tiny_llama):
@@ -179,18 +204,13 @@ def test_training_needs_judged_queries_with_a_relevant_candidate():
         query_features(nan)
 
 
-def test_train_weights_and_fused_rerank_on_the_demo(jvm, smollm2, demo_index, tmp_path):
+def test_train_weights_and_fused_rerank_on_the_demo(smollm2, demo_cli, tmp_path):
     """The CLI plumbing with the real SmolLM2 (16 demo queries, top-4: no quality claim)."""
     from click.testing import CliRunner
 
     from routehead_pyserini.cli import main
 
-    def cli(*args):
-        return CliRunner().invoke(main, ["-q", *map(str, args)], catch_exceptions=False)
-
-    bm25 = tmp_path / "bm25.trec"
-    assert cli("search", "--index", demo_index, "--topics", "demo", "-o", bm25, "--hits", 6).exit_code == 0
-    common = ["--run", bm25, "--index", demo_index, "--topics", "demo", "--top-k", 4, "--cache-dir", tmp_path / "cache"]
+    cli, bm25, common = demo_cli.cli, demo_cli.bm25, demo_cli.common
     weights = tmp_path / "weights.json"
     trained = cli("train-weights", *common, "--qrels", "demo", "-o", weights, "--fuse", "--folds", 2,
                   "--cv-run", tmp_path / "cv.trec", "--outer-folds", 2)
@@ -199,6 +219,11 @@ def test_train_weights_and_fused_rerank_on_the_demo(jvm, smollm2, demo_index, tm
     head_set = read_head_set(weights)
     assert head_set.model_shape == (30, 9) and head_set.model_fingerprint == smollm2.fingerprint
     assert head_set.extra["learned"]["prompt_settings"]["top_k"] == 4 and "fuse" in head_set.extra
+    dense_weights = tmp_path / "weights-dense.json"  # the bi-encoder cosine as one more feature
+    trained = cli("train-weights", *common, "--qrels", "demo", "-o", dense_weights, "--fuse", "--fuse-dense", "--folds", 2)
+    assert trained.exit_code == 0, trained.output
+    assert "dense weight" in trained.output and read_head_set(dense_weights).extra["fuse_dense"]["model"] == "all-minilm-l6-v2"
+    assert cli("rerank", *common, "--heads", dense_weights, "-o", tmp_path / "dense.trec").exit_code == 0
     cv_lines = (tmp_path / "cv.trec").read_text().splitlines()
     assert len(cv_lines) == len(bm25.read_text().splitlines())
     reranked = cli("rerank", *common, "--heads", weights, "-o", tmp_path / "weights.trec")
