@@ -113,13 +113,27 @@ def datasets(obj: Context) -> None:
 @click.option("--name", default=None, help="Also register the index (and corpus) under this name in the user registry.")
 @click.option("--threads", default=1, show_default=True, help="Indexing threads.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
+@click.option("--dense", is_flag=True, help="Build a dense index (all-MiniLM-L6-v2 vectors in faiss) for `search --dense` instead.")
 @click.pass_obj
-def index(obj: Context, corpus: str, index_dir: Path, name: str | None, threads: int, overwrite: bool) -> None:
-    """Build a Lucene index (Porter stemming, positions, raw documents stored) from a JSONL corpus."""
+def index(obj: Context, corpus: str, index_dir: Path, name: str | None, threads: int, overwrite: bool, dense: bool) -> None:
+    """Build a Lucene index (Porter stemming, positions, raw documents stored) from a JSONL corpus.
+
+    With --dense, build a dense index instead: the packaged all-MiniLM-L6-v2 embedding of every
+    document in an exact faiss inner-product index, for `search --dense`.
+    """
     from .index import build_index
     from .registry import lookup, register
 
     corpus_path = lookup(corpus, "corpus", obj.data_dir)
+    if dense:
+        from .dense import load_encoder
+        from .dense_index import build_dense_index
+
+        if name:
+            raise click.UsageError("--name registers Lucene indexes; `search --dense --index NAME` builds a registered corpus's dense index by itself")
+        info = build_dense_index(corpus_path, index_dir, load_encoder(), overwrite=overwrite, progress=obj.progress)
+        click.echo(f"embedded {info.num_docs} documents into {index_dir} ({info.encoder}, {info.dim} dimensions)")
+        return
     info = build_index(corpus_path, index_dir, threads=threads, overwrite=overwrite, progress=obj.progress)
     click.echo(f"indexed {info.num_docs} documents into {index_dir}")
     if name:
@@ -136,16 +150,32 @@ def index(obj: Context, corpus: str, index_dir: Path, name: str | None, threads:
 @click.option("--k1", default=0.9, show_default=True, help="BM25 k1 (Pyserini's default).")
 @click.option("--b", default=0.4, show_default=True, help="BM25 b (Pyserini's default).")
 @click.option("--threads", default=1, show_default=True, help="Search threads.")
-@click.option("--run-tag", default="bm25", show_default=True, help="Last column of the run.")
+@click.option("--run-tag", default="bm25", show_default=True, help="Last column of the run (--dense: 'dense' unless given).")
+@click.option("--dense", is_flag=True, help="Dense first stage (all-MiniLM-L6-v2 cosine, exact faiss search) instead of BM25.")
 @click.pass_obj
-def search(obj: Context, index_name: str, topics: str | None, output: Path, hits: int, k1: float, b: float, threads: int, run_tag: str) -> None:
-    """BM25 search of every topic with Pyserini's LuceneSearcher; writes a TREC run atomically."""
+def search(obj: Context, index_name: str, topics: str | None, output: Path, hits: int, k1: float, b: float, threads: int, run_tag: str, dense: bool) -> None:
+    """BM25 search of every topic with Pyserini's LuceneSearcher; writes a TREC run atomically.
+
+    With --dense, a dense first stage instead: the all-MiniLM-L6-v2 cosine over a faiss index
+    (`index --dense`, or built on first use for a registered name).
+    """
     from .registry import lookup, resolve_index
-    from .search import bm25_search
     from .trec import read_topics, write_run
 
-    index_dir = resolve_index(index_name, obj.data_dir, progress=obj.progress)
     topic_map = read_topics(lookup(topics or index_name, "topics", obj.data_dir))
+    if dense:
+        from .dense import load_encoder
+        from .dense_index import dense_search, resolve_dense_index
+
+        encoder = load_encoder()
+        folder = resolve_dense_index(index_name, encoder, obj.data_dir, progress=obj.progress)
+        run = dense_search(folder, topic_map, encoder, hits=hits, progress=obj.progress)
+        write_run(run, output, tag="dense" if run_tag == "bm25" else run_tag)
+        click.echo(f"wrote {run.num_hits()} hits for {len(run)} queries to {output}")
+        return
+    from .search import bm25_search
+
+    index_dir = resolve_index(index_name, obj.data_dir, progress=obj.progress)
     run = bm25_search(index_dir, topic_map, hits=hits, k1=k1, b=b, threads=threads, progress=obj.progress)
     write_run(run, output, tag=run_tag)
     click.echo(f"wrote {run.num_hits()} hits for {len(run)} queries to {output}")

@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .corpus import read_corpus
-from .files import atomic_write_text
+from .files import atomic_directory, atomic_write_text
 from .jvm import ensure_jvm
 from .errors import UserError
 
@@ -70,11 +68,9 @@ def build_index(
     ensure_jvm()
     from pyserini.index.lucene import LuceneIndexer
 
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", dir=index_dir.parent))
     seen: set[str] = set()
     empty = 0
-    try:
+    with atomic_directory(index_dir) as tmp_dir:
         indexer = LuceneIndexer(
             args=["-index", str(tmp_dir), "-storePositions", "-storeDocvectors", "-storeRaw"], threads=threads
         )
@@ -94,12 +90,6 @@ def build_index(
         stat = corpus.stat()
         info = IndexInfo(str(corpus.resolve()), stat.st_size, stat.st_mtime_ns, len(seen), empty)
         atomic_write_text(tmp_dir / MANIFEST, json.dumps(asdict(info), indent=2) + "\n")
-        if index_dir.exists():
-            shutil.rmtree(index_dir)
-        os.replace(tmp_dir, index_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     if empty:
         logger.warning("%s: %d documents have no text (indexed as empty)", corpus, empty)
     logger.info("Indexed %d documents from %s into %s", info.num_docs, corpus, index_dir)
