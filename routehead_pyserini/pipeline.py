@@ -87,6 +87,7 @@ COMMANDS: dict[str, CommandIO] = {
     "label": CommandIO((*_TEXT_SOURCES, "qrels"), ("output", "static-heads", "random-heads")),
     "train": CommandIO(("labels", "topics"), ("output",)),
     "train-weights": CommandIO((*_TEXT_SOURCES, "qrels"), ("output", "cv-run")),
+    "train-soft-router": CommandIO((*_TEXT_SOURCES, "qrels"), ("output", "cv-run")),
     "evaluate": CommandIO(("runs", "baseline", "qrels", "router", "heads", "topics"), ("report-dir", "output")),
     "heads": CommandIO(("source", "overlay", "topics", "run"), ("plot",)),
 }
