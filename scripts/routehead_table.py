@@ -4,6 +4,7 @@ writes (runs/routehead/<model>/<job>/report*.md); prints a markdown table of nDC
 `*` p < 0.05 against BM25, `†` against ICR (all heads) and `‡` against the static top-16 set.
 
     .venv/bin/python scripts/routehead_table.py [--measure nDCG@10]
+    .venv/bin/python scripts/routehead_table.py --root runs/routehead-cv --jobs dl19,vaswani   # pointwise, 5-fold CV
 """
 from __future__ import annotations
 
@@ -40,9 +41,11 @@ def read_report(path: Path, measure: str) -> dict[str, tuple[float, float | None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measure", default="nDCG@10")
-    parser.add_argument("--root", type=Path, default=Path("runs/routehead"))
+    parser.add_argument("--root", type=Path, default=Path("runs/routehead"),
+                        help="runs/routehead (trained on SciFact) or runs/routehead-cv (scripts/routehead_cv.sh)")
+    parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated evaluation sets (columns)")
     args = parser.parse_args()
-    columns = [(m, j) for j in JOBS for m in MODELS]
+    columns = [(m, j) for j in args.jobs.split(",") for m in MODELS]
     cells: dict[str, list[str]] = {label: [] for _, label in ROWS}
     values: dict[str, list[float]] = {label: [] for _, label in ROWS}
     for model, job in columns:
@@ -67,6 +70,8 @@ def main() -> None:
     head = " | ".join(f"{JOBS[j]} {MODELS[m]}" for m, j in columns)
     print(f"| run | {head} | mean |\n|---|" + "---:|" * (len(columns) + 1))
     for _, label in ROWS:
+        if not values[label]:
+            continue  # a method these reports do not have
         mean = f"{statistics.mean(values[label]):.4f}" if len(values[label]) == len(columns) else "–"
         print(f"| {label} | " + " | ".join(cells[label]) + f" | {mean} |")
 

@@ -44,14 +44,14 @@ fi
 W=runs/weights/$MODEL
 mkdir -p "$W/dl19"
 # 1. transfer: trained on the SciFact sample, without and with fusion (pairwise loss, l1)
-$R train-weights --model "$MODEL" "${TRAIN[@]}" --qrels scifact -o "$W/scifact.json"
-$R train-weights --model "$MODEL" "${TRAIN[@]}" --qrels scifact -o "$W/scifact-fused.json" --fuse
+todo "$W/scifact.json" && $R train-weights --model "$MODEL" "${TRAIN[@]}" --qrels scifact -o "$W/scifact.json"
+todo "$W/scifact-fused.json" && $R train-weights --model "$MODEL" "${TRAIN[@]}" --qrels scifact -o "$W/scifact-fused.json" --fuse
 # 2. in-domain: nested 5-fold CV over DL19 queries
 job_args dl19
-$R train-weights --model "$MODEL" "${args[@]}" --qrels $qrels -o "$W/dl19/weights.json" --cv-run "$W/dl19/cv.trec"
-$R train-weights --model "$MODEL" "${args[@]}" --qrels $qrels -o "$W/dl19/weights-fused.json" --fuse --cv-run "$W/dl19/cv-fused.trec"
+todo "$W/dl19/cv.trec" && $R train-weights --model "$MODEL" "${args[@]}" --qrels $qrels -o "$W/dl19/weights.json" --cv-run "$W/dl19/cv.trec"
+todo "$W/dl19/cv-fused.trec" && $R train-weights --model "$MODEL" "${args[@]}" --qrels $qrels -o "$W/dl19/weights-fused.json" --fuse --cv-run "$W/dl19/cv-fused.trec"
 # heads only, with a grid that leaves out lambda_max (the first stage), so that some heads are always kept
-$R train-weights --model "$MODEL" "${args[@]}" --qrels $qrels -o "$W/dl19/weights-heads-only.json" \
+todo "$W/dl19/cv-heads-only.trec" && $R train-weights --model "$MODEL" "${args[@]}" --qrels $qrels -o "$W/dl19/weights-heads-only.json" \
    --lambdas 0.1,0.05,0.02,0.01,0.005,0.002,0.001,0.0005 --cv-run "$W/dl19/cv-heads-only.trec"
 echo "## $MODEL dl19, 5-fold CV over queries (vs BM25)"
 $R evaluate "$base" "$W/dl19/cv.trec" "$W/dl19/cv-fused.trec" "$W/dl19/cv-heads-only.trec" --qrels $qrels -l $lvl --format markdown | tee "$W/dl19/report-cv.md"
