@@ -355,19 +355,19 @@ class Reranker:
         """Re-rank the top-``top_k`` of every query of ``run`` (keywords as :meth:`iter_scores`)."""
         stats = RerankStats()
         out: dict[str, list[Hit]] = {}
-        dense = None
-        fused = getattr(self.router, "fusion", None)  # a soft router's fusion fields, on every routed head set
-        fusion = dense_fusion_of(self.head_set if self.router is None else HeadSet(extra=dict(fused or {})))
-        if fusion is not None and fusion.weight != 0.0:
-            from .dense import DenseScorer, load_encoder
-
-            dense = DenseScorer(load_encoder(fusion.model))  # the head set fuses its cosines (weights.fused_scores)
+        dense = None  # the bi-encoder, loaded when a head set first fuses its cosine (weights.fused_scores)
         for qid, scores, rest, head_set in self.iter_scores(run, topics, texts, stats=stats, **kwargs):
             if scores is None:
                 out[qid] = ranked_hits([], [], rest)
             else:
                 first_stage = {h.docid: h.score for h in run[qid]}  # fused head sets add it (weights.fused_scores)
-                cosines = None if dense is None else dense.scores(topics[qid], [texts.get(d) for d in scores.docids])
+                cosines = None
+                if (fusion := dense_fusion_of(head_set)) is not None and fusion.weight != 0.0:
+                    if dense is None or dense.encoder.name != fusion.model:
+                        from .dense import DenseScorer, load_encoder
+
+                        dense = DenseScorer(load_encoder(fusion.model))
+                    cosines = dense.scores(topics[qid], [texts.get(d) for d in scores.docids])
                 values = fused_scores(scores.calibrated, head_set, [first_stage[d] for d in scores.docids], cosines)
                 out[qid] = ranked_hits(scores.docids, values.tolist(), rest)
         return Run(out), stats
