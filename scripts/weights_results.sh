@@ -80,6 +80,12 @@ for job in ${*:-dl19 vaswani cacm cranfield}; do
     runs=("$P"/{icr-all-heads,cv-pairwise,cv-pairwise-fused,cv-pointwise,cv-pointwise-fused,cv-soft-router-fused}.trec
           "$P"/{cv-bm25-dense,cv-pointwise-fused-dense,cv-soft-router-fused-dense}.trec)
     $R random-order "$base" --top-k 20 -o "$P/random-order.trec"
+    if [ "$job" = dl19-pointwise ]; then  # listwise all heads in each order, and both summed (the DL19 cache has both orders)
+      for order in bm25 reversed both; do
+        $R rerank --model "$MODEL" "${args[@]}" --order $order -o "$P/listwise-$order.trec"
+      done
+      runs=("$P"/listwise-{bm25,reversed,both}.trec "${runs[@]}")
+    fi
     echo "## $MODEL $job, 5-fold CV over queries (vs BM25)"
     dense=(); [ -s "runs/dense/${job%-pointwise}.top20.trec" ] && dense=("runs/dense/${job%-pointwise}.top20.trec")  # scripts/weights_results.sh dense
     $R evaluate "$base" "$P/random-order.trec" "${runs[@]}" "${dense[@]}" --qrels $qrels -l $lvl --common-queries --format markdown \

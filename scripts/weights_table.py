@@ -19,6 +19,8 @@ JOBS = {"dl19": "TREC DL 2019 (43 queries)", "vaswani": "Vaswani (93 queries)", 
         "cranfield": "Cranfield, 100-query sample", "scifact-val": "SciFact validation split (50 queries)"}
 ROWS = [  # (run name in the reports, label)
     ("BM25", "BM25"), ("random-order", "random order of the top-20 (control)"),
+    ("listwise-bm25", "listwise, all heads, BM25 order (ICR)"), ("listwise-reversed", "listwise, all heads, reversed order"),
+    ("listwise-both", "listwise, all heads, both orders summed"),
     ("icr-all-heads", "pointwise, all heads"),
     ("cv-pairwise", "static weights, pairwise loss"), ("cv-pairwise-fused", "static weights + BM25, pairwise loss"),
     ("cv-pointwise", "static weights, logistic loss"), ("cv-pointwise-fused", "static weights + BM25, logistic loss"),
