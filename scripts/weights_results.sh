@@ -91,7 +91,7 @@ for job in ${*:-dl19 vaswani cacm cranfield}; do
     $R evaluate "$base" "$P/random-order.trec" "${runs[@]}" "${dense[@]}" --qrels $qrels -l $lvl --common-queries --format markdown \
        | tee "$P/report-cv.md"
     echo "## $MODEL $job (vs pointwise all heads)"
-    $R evaluate "${runs[@]}" --qrels $qrels -l $lvl --common-queries --format markdown | tee "$P/report-vs-icr.md"
+    $R evaluate "${runs[@]}" -b "$P/icr-all-heads.trec" --qrels $qrels -l $lvl --common-queries --format markdown | tee "$P/report-vs-icr.md"
     echo "## $MODEL $job (vs the fusion of BM25 and the bi-encoder alone)"
     $R evaluate "$P"/{cv-bm25-dense,cv-pointwise-fused-dense,cv-soft-router-fused-dense}.trec \
        --qrels $qrels -l $lvl --common-queries --format markdown | tee "$P/report-vs-fusion.md"
