@@ -5,9 +5,12 @@
 # folds' queries only, and the fold's queries are re-ranked with them; the folds' runs are then
 # joined into one run per method and evaluated. All from the pointwise score cache of
 # scripts/weights_results.sh MODEL <set>-pointwise.
+# The oracle rows come from scripts/head_analysis.sh MODEL <set>-pointwise, when it has run.
+# Folds whose runs exist are kept (FORCE=1 remakes them).
 #   scripts/routehead_cv.sh smollm2-135m [dl19|vaswani ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+todo() { [ -n "${FORCE:-}" ] || [ ! -s "$1" ]; }  # true when output $1 must be (re)made
 MODEL=${1:?model}; shift
 R=".venv/bin/routehead-pyserini -q"
 METHODS=(icr-all-heads static1 random static16 knn-router routehead)
@@ -21,6 +24,7 @@ for job in ${*:-dl19 vaswani}; do
   .venv/bin/python scripts/split_folds.py "$run" "$O/folds"
   for f in 0 1 2 3 4; do
     F=$O/fold$f; mkdir -p "$F"
+    todo "$F/routehead.trec" || continue
     train=(--run "$O/folds/fold$f-train.trec" --index $index --top-k 20 --mode pointwise)
     test=(--run "$O/folds/fold$f-test.trec" --index $index --top-k 20 --mode pointwise)
     $R label --model "$MODEL" "${train[@]}" --qrels $qrels -o "$F/labels.jsonl" \
@@ -36,8 +40,11 @@ for job in ${*:-dl19 vaswani}; do
   done
   runs=()
   for m in "${METHODS[@]}"; do cat "$O"/fold{0,1,2,3,4}/$m.trec > "$O/$m.trec"; runs+=("$O/$m.trec"); done
+  A=runs/analysis/$MODEL/$job-pointwise; oracle=()
+  [ -f "$A/oracle-head.trec" ] && oracle=("$A/oracle-head.trec" "$A/oracle-head-null.trec")
+  $R random-order "$base" --top-k 20 -o "$O/random-order.trec"
   echo "## $MODEL $job pointwise, 5-fold CV (vs BM25)"
-  $R evaluate "$base" "${runs[@]}" --qrels $qrels -l $lvl --format markdown | tee "$O/report.md"
+  $R evaluate "$base" "$O/random-order.trec" "${runs[@]}" "${oracle[@]}" --qrels $qrels -l $lvl --format markdown | tee "$O/report.md"
   echo "## $MODEL $job pointwise, 5-fold CV (vs ICR)"
   $R evaluate "${runs[@]}" --qrels $qrels -l $lvl --format markdown | tee "$O/report-vs-icr.md"
   echo "## $MODEL $job pointwise, 5-fold CV (vs the static top-16 set)"
