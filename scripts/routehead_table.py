@@ -4,7 +4,7 @@ writes (runs/routehead/<model>/<job>/report*.md); prints a markdown table of nDC
 `*` p < 0.05 against BM25, `†` against ICR (all heads) and `‡` against the static top-16 set.
 
     .venv/bin/python scripts/routehead_table.py [--measure nDCG@10]
-    .venv/bin/python scripts/routehead_table.py --root runs/routehead-cv --jobs dl19,vaswani   # pointwise, 5-fold CV
+    .venv/bin/python scripts/routehead_table.py --root runs/routehead-cv --jobs dl19,vaswani --chosen-on "the training folds"
 """
 from __future__ import annotations
 
@@ -44,17 +44,19 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("runs/routehead"),
                         help="runs/routehead (trained on SciFact) or runs/routehead-cv (scripts/routehead_cv.sh)")
     parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated evaluation sets (columns)")
+    parser.add_argument("--chosen-on", default="SciFact", help="what the heads were chosen on, for the row labels")
     args = parser.parse_args()
+    rows = [(run, label.replace("chosen on SciFact", f"chosen on {args.chosen_on}")) for run, label in ROWS]
     columns = [(m, j) for j in args.jobs.split(",") for m in MODELS]
-    cells: dict[str, list[str]] = {label: [] for _, label in ROWS}
-    values: dict[str, list[float]] = {label: [] for _, label in ROWS}
+    cells: dict[str, list[str]] = {label: [] for _, label in rows}
+    values: dict[str, list[float]] = {label: [] for _, label in rows}
     for model, job in columns:
         folder = args.root / model / job
         vs_bm25 = read_report(folder / "report.md", args.measure)
         vs_icr = read_report(folder / "report-vs-icr.md", args.measure)
         vs_static = read_report(folder / "report-vs-static.md", args.measure)
         bm25_name = next(name for name, (_, p) in vs_bm25.items() if p is None)
-        for run, label in ROWS:
+        for run, label in rows:
             name = bm25_name if run == "BM25" else run
             if name not in vs_bm25:
                 cells[label].append("–")
@@ -69,7 +71,7 @@ def main() -> None:
             values[label].append(value)
     head = " | ".join(f"{JOBS[j]} {MODELS[m]}" for m, j in columns)
     print(f"| run | {head} | mean |\n|---|" + "---:|" * (len(columns) + 1))
-    for _, label in ROWS:
+    for _, label in rows:
         if not values[label]:
             continue  # a method these reports do not have
         mean = f"{statistics.mean(values[label]):.4f}" if len(values[label]) == len(columns) else "–"
