@@ -55,13 +55,14 @@ Design choices, and why:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -238,6 +239,20 @@ class TrainedRouter:
 # ------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def seeded_training(seed: int) -> Iterator[None]:
+    """Train inside a forked RNG seeded with ``seed`` and with deterministic algorithms on; both the
+    RNG state and the deterministic setting are restored afterwards (also for the soft router)."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
+
+
 def split_indices(
     n: int, *, val_fraction: float = 0.2, seed: int = 0, query_ids: Sequence[str] | None = None
 ) -> tuple[list[int], list[int]]:
@@ -338,53 +353,47 @@ def train_router(
     pos_weight = _pos_weight(config, y_train)
 
     history: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "val_bce", "val_density", "val_recall_at_k")}
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        torch.use_deterministic_algorithms(True)
-        try:
-            router = Router(embeddings.shape[1], shape, config)
-            router.set_input_stats(x_train)
+    with seeded_training(config.seed):
+        router = Router(embeddings.shape[1], shape, config)
+        router.set_input_stats(x_train)
+        with torch.no_grad():
+            prior = y_train.mean(dim=0).clamp(1.0 / (len(train) + 2), 1.0 - 1.0 / (len(train) + 2))
+            router.head_bias.copy_(torch.logit(prior))
+        decay = [p for name, p in router.named_parameters() if not name.endswith("bias")]
+        no_decay = [p for name, p in router.named_parameters() if name.endswith("bias")]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+        batches = torch.Generator().manual_seed(config.seed + 1)
+        best = (math.inf, 0, copy.deepcopy(router.state_dict()))
+        for epoch in range(1, config.epochs + 1):
+            router.train()
+            total, seen = 0.0, 0
+            for index in torch.randperm(len(train), generator=batches).split(config.batch_size):
+                loss, _, _ = _losses(router(x_train[index]), y_train[index], pos_weight, config.sparsity)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(index)
+                seen += len(index)
+            history["train_loss"].append(total / seen)
+            if not val:
+                best = (math.nan, epoch, None)
+                continue
+            router.eval()
             with torch.no_grad():
-                prior = y_train.mean(dim=0).clamp(1.0 / (len(train) + 2), 1.0 - 1.0 / (len(train) + 2))
-                router.head_bias.copy_(torch.logit(prior))
-            decay = [p for name, p in router.named_parameters() if not name.endswith("bias")]
-            no_decay = [p for name, p in router.named_parameters() if name.endswith("bias")]
-            optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                           {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-            batches = torch.Generator().manual_seed(config.seed + 1)
-            best = (math.inf, 0, copy.deepcopy(router.state_dict()))
-            for epoch in range(1, config.epochs + 1):
-                router.train()
-                total, seen = 0.0, 0
-                for index in torch.randperm(len(train), generator=batches).split(config.batch_size):
-                    loss, _, _ = _losses(router(x_train[index]), y_train[index], pos_weight, config.sparsity)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += float(loss.detach()) * len(index)
-                    seen += len(index)
-                history["train_loss"].append(total / seen)
-                if not val:
-                    best = (math.nan, epoch, None)
-                    continue
-                router.eval()
-                with torch.no_grad():
-                    logits = router(x_val)
-                    loss, bce, density = _losses(logits, y_val, pos_weight, config.sparsity)
-                history["val_loss"].append(float(loss))
-                history["val_bce"].append(float(bce))
-                history["val_density"].append(float(density))
-                history["val_recall_at_k"].append(_recall_at_k(logits, y_val, config.top_k or default_top_k))
-                if float(loss) < best[0] - config.min_delta:
-                    best = (float(loss), epoch, copy.deepcopy(router.state_dict()))
-                elif epoch - best[1] >= config.patience:
-                    logger.info("router: early stop at epoch %d (best %d, val loss %.5f)", epoch, best[1], best[0])
-                    break
-            if best[2] is not None:
-                router.load_state_dict(best[2])
-        finally:
-            torch.use_deterministic_algorithms(deterministic)
+                logits = router(x_val)
+                loss, bce, density = _losses(logits, y_val, pos_weight, config.sparsity)
+            history["val_loss"].append(float(loss))
+            history["val_bce"].append(float(bce))
+            history["val_density"].append(float(density))
+            history["val_recall_at_k"].append(_recall_at_k(logits, y_val, config.top_k or default_top_k))
+            if float(loss) < best[0] - config.min_delta:
+                best = (float(loss), epoch, copy.deepcopy(router.state_dict()))
+            elif epoch - best[1] >= config.patience:
+                logger.info("router: early stop at epoch %d (best %d, val loss %.5f)", epoch, best[1], best[0])
+                break
+        if best[2] is not None:
+            router.load_state_dict(best[2])
     router.eval()
     trained = TrainedRouter(router=router, config=config, default_top_k=default_top_k, history=history,
                             best_epoch=best[1], extra={"n_train": len(train), "n_val": len(val)})

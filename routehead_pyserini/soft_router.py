@@ -52,7 +52,7 @@ import torch
 
 from . import heads as heads_mod
 from .heads import HeadSet
-from .router import Router, RouterConfig, RouterError, TrainedRouter, split_indices
+from .router import Router, RouterConfig, RouterError, TrainedRouter, seeded_training, split_indices
 from .weights import DENSE_KEY, FUSE_KEY, Dataset, TrainConfig, make_batch, ranking_loss, train_weights
 
 logger = logging.getLogger(__name__)
@@ -177,51 +177,45 @@ def train_soft_router(
                                        folds=max(2, min(5, len(train_queries)))))
     fusion = static.weights[dataset.n_heads:].clone()
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_ranking_loss": []}
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        torch.use_deterministic_algorithms(True)
-        try:
-            router = Router(x_all.shape[1], dataset.shape, config.router_config())
-            router.set_input_stats(x_all[train])
-            with torch.no_grad():  # 2. start from the static model: w_q = b for every query
-                router.head_embeddings.zero_()
-                router.head_bias.copy_(static.head_weights.reshape(-1).to(router.head_bias.dtype))
-            router.head_bias.requires_grad_(False)
-            intercept = torch.zeros((), dtype=torch.float64, requires_grad=True)
-            decay = [p for name, p in router.named_parameters() if p.requires_grad and not name.endswith("bias")]
-            no_decay = [p for name, p in router.named_parameters() if p.requires_grad and name.endswith("bias")] + [intercept]
-            optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                           {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-            best = (math.inf, 0, None)
-            if val_batch is not None:  # epoch 0: the static model itself
-                router.eval()
-                with torch.no_grad():
-                    value, _ = _objective(router, fusion, intercept, x_all[val], val_batch, loss_config, config.sparsity)
-                best = (float(value), 0, copy.deepcopy(router.state_dict()))
-            for epoch in range(1, config.epochs + 1):
-                router.train()  # full batch: the training queries fit in one
-                total, _ = _objective(router, fusion, intercept, x_all[train], train_batch, loss_config, config.sparsity)
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-                history["train_loss"].append(float(total.detach()))
-                if val_batch is None:
-                    best = (math.nan, epoch, None)
-                    continue
-                router.eval()
-                with torch.no_grad():
-                    value, ranking = _objective(router, fusion, intercept, x_all[val], val_batch, loss_config, config.sparsity)
-                history["val_loss"].append(float(value))
-                history["val_ranking_loss"].append(float(ranking))
-                if float(value) < best[0] - 1e-6:
-                    best = (float(value), epoch, copy.deepcopy(router.state_dict()))
-                elif epoch - best[1] >= config.patience:
-                    break
-            if best[2] is not None:
-                router.load_state_dict(best[2])
-        finally:
-            torch.use_deterministic_algorithms(deterministic)
+    with seeded_training(config.seed):
+        router = Router(x_all.shape[1], dataset.shape, config.router_config())
+        router.set_input_stats(x_all[train])
+        with torch.no_grad():  # 2. start from the static model: w_q = b for every query
+            router.head_embeddings.zero_()
+            router.head_bias.copy_(static.head_weights.reshape(-1).to(router.head_bias.dtype))
+        router.head_bias.requires_grad_(False)
+        intercept = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        decay = [p for name, p in router.named_parameters() if p.requires_grad and not name.endswith("bias")]
+        no_decay = [p for name, p in router.named_parameters() if p.requires_grad and name.endswith("bias")] + [intercept]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+        best = (math.inf, 0, None)
+        if val_batch is not None:  # epoch 0: the static model itself
+            router.eval()
+            with torch.no_grad():
+                value, _ = _objective(router, fusion, intercept, x_all[val], val_batch, loss_config, config.sparsity)
+            best = (float(value), 0, copy.deepcopy(router.state_dict()))
+        for epoch in range(1, config.epochs + 1):
+            router.train()  # full batch: the training queries fit in one
+            total, _ = _objective(router, fusion, intercept, x_all[train], train_batch, loss_config, config.sparsity)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            history["train_loss"].append(float(total.detach()))
+            if val_batch is None:
+                best = (math.nan, epoch, None)
+                continue
+            router.eval()
+            with torch.no_grad():
+                value, ranking = _objective(router, fusion, intercept, x_all[val], val_batch, loss_config, config.sparsity)
+            history["val_loss"].append(float(value))
+            history["val_ranking_loss"].append(float(ranking))
+            if float(value) < best[0] - 1e-6:
+                best = (float(value), epoch, copy.deepcopy(router.state_dict()))
+            elif epoch - best[1] >= config.patience:
+                break
+        if best[2] is not None:
+            router.load_state_dict(best[2])
     router.eval()
     values = fusion.detach().tolist()
     fields: dict[str, Any] = {}
