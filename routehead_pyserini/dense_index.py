@@ -132,6 +132,7 @@ def resolve_dense_index(name: str, encoder: DenseEncoder, data_dir=None, *, prog
     """A dense index folder for ``name``: the folder itself, or for a registry name with a corpus,
     ``<cache>/dense-indexes/<name>-<encoder>`` (built on first use, rebuilt when the corpus changed)."""
     from .config import cache_dir
+    from .index import index_is_stale
     from .registry import load_registry
 
     as_path = Path(name).expanduser()
@@ -145,11 +146,8 @@ def resolve_dense_index(name: str, encoder: DenseEncoder, data_dir=None, *, prog
     if not entry.corpus.exists():
         raise DenseIndexError(f"dense index {name!r}: its corpus {entry.corpus} is missing")
     folder = cache_dir() / "dense-indexes" / f"{name}-{encoder.name}"
-    if folder.is_dir():
-        info = read_dense_info(folder)
-        stat = entry.corpus.stat()
-        if (info.corpus_bytes, info.corpus_mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-            return folder
+    if folder.is_dir() and not index_is_stale(folder, entry.corpus, MANIFEST):
+        return folder
     logger.info("building the dense index of %r from %s (first use)", name, entry.corpus)
     build_dense_index(entry.corpus, folder, encoder, overwrite=True, progress=progress)
     return folder

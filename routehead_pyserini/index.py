@@ -42,9 +42,12 @@ class IndexInfo:
     empty_docs: int
 
 
-def index_is_stale(index_dir: Path, corpus: Path) -> bool:
-    """True when the index was built from another version of ``corpus`` (or has no manifest)."""
-    manifest = index_dir / MANIFEST
+def index_is_stale(index_dir: Path, corpus: Path, manifest_name: str = MANIFEST) -> bool:
+    """True when the index was built from another version of ``corpus`` (or has no manifest).
+
+    ``manifest_name``: the manifest file recording ``corpus_bytes`` and ``corpus_mtime_ns`` (the
+    Lucene index's, or the dense index's: :data:`.dense_index.MANIFEST`)."""
+    manifest = index_dir / manifest_name
     if not manifest.exists() or not corpus.exists():
         return not manifest.exists()
     info = json.loads(manifest.read_text(encoding="utf-8"))

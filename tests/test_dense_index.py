@@ -68,3 +68,21 @@ def test_cli_index_and_search_dense(tmp_path):
     missing = CliRunner().invoke(main, ["-q", "search", "--dense", "--index", "no-such-index", "--topics",
                                         str(DEMO_DATA / "queries.jsonl"), "-o", str(run)])
     assert missing.exit_code != 0 and "not a folder, and not a registered name" in missing.output
+
+
+def test_registered_name_is_built_once_and_rebuilt_when_the_corpus_changes(encoder, tmp_path, monkeypatch):
+    from routehead_pyserini.dense_index import resolve_dense_index
+    from routehead_pyserini.registry import REGISTRY_ENV, register
+
+    monkeypatch.setenv(REGISTRY_ENV, str(tmp_path / "registry.yaml"))
+    monkeypatch.setenv("ROUTEHEAD_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text((DEMO_DATA / "corpus.jsonl").read_text())
+    register("mini", corpus=corpus)
+    folder = resolve_dense_index("mini", encoder, progress=False)
+    assert folder == tmp_path / "cache" / "dense-indexes" / "mini-all-minilm-l6-v2" and read_dense_info(folder).num_docs == 48
+    built = (folder / "vectors.faiss").stat().st_mtime_ns
+    assert resolve_dense_index("mini", encoder, progress=False) == folder
+    assert (folder / "vectors.faiss").stat().st_mtime_ns == built  # reused, not rebuilt
+    corpus.write_text("".join(corpus.read_text().splitlines(keepends=True)[:10]))  # the corpus changed
+    assert read_dense_info(resolve_dense_index("mini", encoder, progress=False)).num_docs == 10
