@@ -275,18 +275,18 @@ def _run_names(given: tuple[str, ...], paths: list[Path]) -> list[str]:
 # Options shared by every command that scores candidates with attention heads
 
 _SCORING_OPTIONS = [
-    click.option("--run", "run_name", required=True, help="First-stage TREC run (a path or a registry name with a run)."),
+    click.option("--run", "run_name", default=None, help="First-stage TREC run (a path or a registry name with a run).  [required]"),
     click.option("--index", "index_name", default=None, help="Index folder or registry name to fetch document text from (stored raw)."),
     click.option("--corpus", default=None, help="JSONL corpus to fetch document text from, instead of --index."),
     click.option("--candidates", default=None, type=click.Path(exists=True, dir_okay=False), help="JSONL with qid, query, docid, text per line (e.g. DL19's bm25_top100.jsonl): text and queries in one file."),
     click.option("--topics", default=None, help="Topics (file or registry name) [default: the --index name's topics, or the queries in --candidates]."),
     click.option("--model", default="smollm2-135m", show_default=True, help="smollm2-135m, gemma3-270m, a Hugging Face name, a local folder or a .gguf file."),
-    click.option("--top-k", default=20, show_default=True, help="Score the first K candidates; the rest keep their order below."),
-    click.option("--order", type=click.Choice(["bm25", "reversed", "both"]), default="bm25", show_default=True, help="Listwise prompt order: first-stage rank 1 first (ICR), last (nearest the query), or both: the calibrated scores of the two orders summed (reuses each order's cache)."),
-    click.option("--mode", type=click.Choice(["listwise", "pointwise"]), default="listwise", show_default=True, help="listwise: all candidates in one prompt (ICR); pointwise: one prompt per candidate (that passage, then the query), window size 1."),
-    click.option("--attention-norm", type=click.Choice(["raw", "no-sink"]), default="raw", show_default=True, help="Attention mass of the query rows on a passage: raw, or among all keys but the prompt's first token (the attention sink)."),
-    click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="--mode pointwise: candidates of one query per forward pass, padded (same scores; 4-8 is fastest on a CPU). Listwise prompts are scored one at a time."),
-    click.option("--doc-max-tokens", default=256, show_default=True, help="Truncate each document to this many tokens (counted)."),
+    click.option("--top-k", default=None, type=click.IntRange(min=1), help="Score the first K candidates; the rest keep their order below [default: the trained file's, else 20]."),
+    click.option("--order", type=click.Choice(["bm25", "reversed", "both"]), default=None, help="Listwise prompt order: first-stage rank 1 first (ICR), last (nearest the query), or both: the calibrated scores of the two orders summed (reuses each order's cache) [default: the trained file's, else bm25]."),
+    click.option("--mode", type=click.Choice(["listwise", "pointwise"]), default=None, help="listwise: all candidates in one prompt (ICR); pointwise: one prompt per candidate (that passage, then the query), window size 1 [default: the trained file's, else listwise]."),
+    click.option("--attention-norm", type=click.Choice(["raw", "no-sink"]), default=None, help="Attention mass of the query rows on a passage: raw, or among all keys but the prompt's first token (the attention sink) [default: the trained file's, else raw]."),
+    click.option("--batch-size", default=None, type=click.IntRange(min=1), help="--mode pointwise: candidates of one query per forward pass, padded (same scores; 4-8 is fastest on a CPU) [default: 5 pointwise; listwise prompts are scored one at a time]."),
+    click.option("--doc-max-tokens", default=None, type=click.IntRange(min=0), help="Truncate each document to this many tokens (counted; 0: no limit) [default: the trained file's, else 256]."),
     click.option("--max-context", default=None, type=int, help="Token budget of one prompt; longer lists are split into windows [default: the model's context]."),
     click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1..."),
     click.option("--dtype", default="float32", show_default=True, help="float32 (CPU), bfloat16 or float16 (GPU)."),
@@ -323,20 +323,20 @@ class ScoringJob:
 
 def _candidate_run(obj: Context, opts: dict):
     """The first-stage run of the scoring options, or its fixed --sample (after --sample-offset)."""
-    from .controls import sample_queries
-    from .registry import lookup
-    from .trec import read_run
+    from .sources import candidate_run
 
-    run = read_run(lookup(opts["run_name"], "run", obj.data_dir))
-    if opts["sample"] is not None:
-        return sample_queries(run, opts["sample"], seed=opts["seed"], offset=opts["sample_offset"])
-    if opts["sample_offset"]:
-        raise click.UsageError("--sample-offset needs --sample")
-    return run
+    return candidate_run(opts["run_name"], obj.data_dir, sample=opts["sample"], seed=opts["seed"], offset=opts["sample_offset"])
 
 
-def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = True, router: str | None = None) -> ScoringJob:
-    from .rerank import PromptSettings, Reranker
+def _scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, router: str | None = None, *,
+                 recorded: dict | None = None, origin: str = "", defaults: dict | None = None) -> ScoringJob:
+    """The re-ranker and inputs of the scoring options. ``recorded``: the prompt settings of the
+    trained file in use (``origin`` names it): they replace the defaults, and a conflicting explicit
+    option is an error."""
+    from .rerank import PromptSettings, Reranker, merge_settings
+
+    if not opts.get("run_name"):
+        raise click.UsageError("Missing option '--run' (the first-stage run to re-rank).")
 
     sources = [opts[k] for k in ("index_name", "corpus", "candidates") if opts[k]]
     if len(sources) != 1:
@@ -350,11 +350,13 @@ def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = Tru
     model_name = opts["model"]
     run = _candidate_run(obj, opts)
     texts, topic_map = _text_source(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
-    mode = opts.get("mode", "listwise")
-    if mode == "pointwise" and opts["order"] != "bm25":
+    values = merge_settings({k: opts.get(k) for k in ("mode", "order", "doc_max_tokens", "attention_norm", "top_k")},
+                            recorded or {}, origin, defaults or {})
+    if values["mode"] == "pointwise" and values["order"] != "bm25":
         raise click.UsageError("--order applies to --mode listwise (a pointwise prompt holds one passage)")
-    settings = PromptSettings(doc_max_tokens=opts["doc_max_tokens"] or None, max_context=opts["max_context"], order=opts["order"],
-                              mode=mode, attention_norm=opts.get("attention_norm", "raw"))
+    settings = PromptSettings(doc_max_tokens=values["doc_max_tokens"] or None, max_context=opts["max_context"], order=values["order"],
+                              mode=values["mode"], attention_norm=values["attention_norm"])
+    opts = {**opts, "top_k": values["top_k"]}
     trained = None
     if router:
         from .models import load_model
@@ -367,17 +369,22 @@ def _scoring_job(obj: Context, opts: dict, heads: str = "all", cache: bool = Tru
     if opts.get("workers"):
         reranker = _distributed_reranker(opts, model_name, heads, settings, cache_arg, trained)
     else:
-        reranker = Reranker(opts["model"], heads, settings=settings, device=opts["device"], dtype=opts["dtype"], batch_size=opts.get("batch_size", 1),
+        reranker = Reranker(opts["model"], heads, settings=settings, device=opts["device"], dtype=opts["dtype"], batch_size=_batch_size(opts, settings),
                             cache=cache_arg, router=trained)
     logger.info("scoring with %s", reranker.describe())
     return ScoringJob(reranker, run, topic_map, texts, opts["top_k"], opts["on_missing"])
+
+
+def _batch_size(opts: dict, settings) -> int:
+    """--batch-size, else 5 pointwise prompts per forward (fastest measured on 2 cores), else 1."""
+    return opts.get("batch_size") or (5 if settings.mode == "pointwise" else 1)
 
 
 def _distributed_reranker(opts: dict, model_name: str, heads: str, settings, cache, router):
     """``--workers``: a re-ranker whose model runs on Ray workers; they stop when the command ends."""
     from .distributed import DistributedReranker, WorkerConfig, WorkerPool
 
-    config = WorkerConfig(model_name, settings, device=opts["device"], dtype=opts["dtype"], batch_size=opts.get("batch_size", 1),
+    config = WorkerConfig(model_name, settings, device=opts["device"], dtype=opts["dtype"], batch_size=_batch_size(opts, settings),
                           cpus=opts["worker_cpus"], gpus=opts["worker_gpus"])
     pool = WorkerPool(config, opts["workers"], address=opts["ray_address"], queries_per_task=opts["worker_batch"])
     click.get_current_context().call_on_close(pool.close)
@@ -388,46 +395,112 @@ def _distributed_reranker(opts: dict, model_name: str, heads: str, settings, cac
 # --------------------------------------------------------------------------------------------
 @main.command()
 @scoring_options
-@click.option("--heads", default="all", show_default=True, help="'all' (ICR), 'layer.head' pairs like '14.3,15.0', or a head-set file.")
-@click.option("--router", "router_path", default=None, type=click.Path(exists=True, dir_okay=False), help="A router file (routehead-pyserini train, learned or --knn): each query gets its own head set; overrides --heads.")
+@click.option("--preset", default=None, help="A trained configuration shipped in the package, by name (`routehead-pyserini presets` lists them with their scores) [default: the best one for --model].")
+@click.option("--heads", default=None, help="'all' (ICR), 'layer.head' pairs like '14.3,15.0', or a head-set file (e.g. from train-weights); its recorded prompt settings are used.")
+@click.option("--router", "router_path", default=None, type=click.Path(exists=True, dir_okay=False), help="A router file (routehead-pyserini train, learned or --knn; train-soft-router): each query gets its own head set.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Re-ranked TREC run to write (atomically).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the per-head score cache (no resume).")
 @click.option("--run-tag", default=None, help="Last column of the run [default: routehead-<model>].")
-@click.option("--method", type=click.Choice(["heads", "dense"]), default="heads", show_default=True, help="heads: attention heads of --model; dense: cosine similarity of --dense-model embeddings (no LLM; the prompt options do not apply).")
+@click.option("--method", type=click.Choice(["auto", "icr", "heads", "dense"]), default="auto", show_default=True,
+              help="auto: --preset, --heads or --router when given, else the best preset for --model (else ICR with the reversed order); "
+                   "icr: the paper's In-Context Re-ranking (listwise prompt, all heads); heads: --heads/--router; "
+                   "dense: cosine of --dense-model embeddings (no LLM; the prompt options do not apply).")
 @click.option("--dense-model", default="all-minilm-l6-v2", show_default=True, help="--method dense: 'all-minilm-l6-v2' (the copy packaged on PyPI) or a local sentence-transformers folder (mean pooling).")
 @click.option("--dense-batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="--method dense: texts per encoder batch.")
 @click.pass_obj
-def rerank(obj: Context, heads: str, router_path: str | None, output: Path, no_cache: bool, run_tag: str | None, method: str, dense_model: str, dense_batch_size: int, **opts) -> None:
+def rerank(obj: Context, preset: str | None, heads: str | None, router_path: str | None, output: Path, no_cache: bool, run_tag: str | None, method: str, dense_model: str, dense_batch_size: int, **opts) -> None:
     """Re-rank a first-stage run with attention heads of a frozen LLM and write a TREC run.
 
-    Per query, the top-K candidates and the query go into one ICR prompt (documents first, query
-    last); each candidate's score is the attention its tokens get from the query tokens, minus the
-    attention they get from the content-free query "N/A", summed over the chosen heads. Per-head
-    scores are cached, so a rerun (or another --heads) costs no model time and an interrupted job
-    resumes where it stopped. A head-set file from `train-weights --fuse` also adds its learned
-    weight times the first-stage score (z-normalised within the query).
+    \b
+    With no method option, the best trained preset shipped for --model is used: pointwise prompts
+    (one per candidate), a learned weight per attention head, fused with the first-stage score
+    (and, for some presets, the packaged bi-encoder's cosine). Presets were trained on the
+    development collections and chosen by leave-one-collection-out evaluation (docs/results.md).
+    A model without a preset falls back to ICR with the reversed order, and says so.
 
-    --method dense is the bi-encoder baseline: candidates sorted by the cosine similarity of their
-    all-MiniLM-L6-v2 embedding to the query's (truncated at 256 word pieces).
+    \b
+    The paper's modes stay one option away:
+      --method icr        In-Context Re-ranking: all candidates and the query in one prompt, each
+                          candidate scored by the attention its tokens get from the query tokens
+                          minus the attention from the content-free query "N/A", summed over
+                          every head (listwise, first-stage order unless --order is given);
+      --heads FILE|L.H    a fixed head set or learned weights (train-weights), QRHead-style;
+      --router FILE       RouteHead: each query gets its own heads (train, train-soft-router).
+
+    Per-head scores are cached, so a rerun (or other heads) costs no model time and an interrupted
+    job resumes where it stopped. A trained file fixes the prompt settings it was trained with:
+    an explicit conflicting option is an error. --method dense is the bi-encoder baseline:
+    candidates sorted by the cosine of their all-MiniLM-L6-v2 embedding to the query's.
     """
     from .trec import write_run
 
     if method == "dense":
-        if heads != "all" or router_path:
-            raise click.UsageError("--heads and --router belong to --method heads")
+        if heads or router_path or preset:
+            raise click.UsageError("--heads, --router and --preset belong to the attention methods, not --method dense")
         if opts.get("workers"):
             raise click.UsageError("--workers belongs to --method heads (the dense encoder runs in this process)")
         _dense_rerank(obj, opts, dense_model, dense_batch_size, output, run_tag)
         return
-    job = _scoring_job(obj, opts, heads, cache=not no_cache, router=router_path)
+    choice = _method_choice(method, preset, heads, router_path, opts)
+    job = _scoring_job(obj, opts, choice.head_set, cache=not no_cache, router=router_path, recorded=choice.recorded,
+                       origin=choice.origin, defaults=choice.defaults)
     reranked, stats = job.reranker.rerank_run(job.run, job.topics, job.texts, top_k=job.top_k, on_missing=job.on_missing, progress=obj.progress)
     write_run(reranked, output, tag=run_tag or f"routehead-{Path(str(opts['model'])).name}")
     click.echo(f"wrote {output}: {stats.summary()}")
 
 
+@dataclass
+class MethodChoice:
+    """What ``rerank`` scores with: a head set (or "all" for a router), the prompt settings it was
+    trained with (enforced), where they come from, and defaults for the settings it leaves open."""
+
+    head_set: object
+    recorded: dict
+    origin: str
+    defaults: dict
+
+
+def _method_choice(method: str, preset: str | None, heads: str | None, router_path: str | None, opts: dict) -> MethodChoice:
+    """The head set of ``rerank``'s method options (see its help)."""
+    from .heads import HeadSet, parse_heads
+    from .presets import default_preset, get_preset
+    from .rerank import recorded_settings
+
+    given = [name for name, value in (("--preset", preset), ("--heads", heads), ("--router", router_path)) if value]
+    if len(given) > 1:
+        raise click.UsageError(f"give one of --preset, --heads, --router (got {', '.join(given)})")
+    model = str(opts["model"])
+    if method == "icr":
+        if given:
+            raise click.UsageError(f"--method icr uses every head; {given[0]} belongs to --method auto/heads")
+        return MethodChoice(HeadSet(), {}, "ICR", {})
+    if preset:
+        chosen = get_preset(preset, model)
+        logger.info("preset %s", chosen.summary())
+        return MethodChoice(chosen.head_set, chosen.prompt_settings, f"preset {chosen.model}/{chosen.name}", {})
+    if router_path:
+        return MethodChoice("all", {}, f"router {router_path}", {})
+    if heads:
+        head_set = parse_heads(heads)  # a malformed file fails here, before the model loads
+        origin = f"head-set file {heads}" if Path(heads).is_file() else "--heads"
+        return MethodChoice(head_set, recorded_settings(head_set), origin, {})
+    if method == "heads":
+        raise click.UsageError("--method heads needs --heads or --router")
+    chosen = default_preset(model)
+    if chosen is not None:
+        logger.info("no method option: using the best preset for %s (%s); --method icr for the paper's ICR", model, chosen.summary())
+        return MethodChoice(chosen.head_set, chosen.prompt_settings, f"preset {chosen.model}/{chosen.name}", {})
+    logger.warning("no trained preset exists for model %r: falling back to ICR with the reversed order (listwise, all heads); "
+                   "train weights on your judged queries with `routehead-pyserini train-weights --model %s --mode pointwise "
+                   "--fuse --qrels Q --run R --index I -o heads.json` (or --collections FILE) and pass --heads heads.json",
+                   model, model)
+    return MethodChoice(HeadSet(), {}, f"the fallback for model {model}", {"order": "reversed"})
+
+
 def _dense_rerank(obj: Context, opts: dict, dense_model: str, batch_size: int, output: Path, run_tag: str | None) -> None:
     """``rerank --method dense``: the same run, sample and text source as the head re-ranker, no LLM."""
     from .dense import dense_rerank, load_encoder
+    from .rerank import DEFAULT_TOP_K
     from .trec import write_run
 
     if len([k for k in ("index_name", "corpus", "candidates") if opts[k]]) != 1:
@@ -435,7 +508,7 @@ def _dense_rerank(obj: Context, opts: dict, dense_model: str, batch_size: int, o
     run = _candidate_run(obj, opts)
     texts, topic_map = _text_source(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
     encoder = load_encoder(dense_model, device=opts["device"])
-    reranked, stats = dense_rerank(encoder, run, topic_map, texts, top_k=opts["top_k"], on_missing=opts["on_missing"],
+    reranked, stats = dense_rerank(encoder, run, topic_map, texts, top_k=opts["top_k"] or DEFAULT_TOP_K, on_missing=opts["on_missing"],
                                    batch_size=batch_size, progress=obj.progress)
     write_run(reranked, output, tag=run_tag or f"dense-{Path(dense_model).name}")
     click.echo(f"wrote {output}: {stats.summary()}")
@@ -469,28 +542,10 @@ def analyze_heads(obj: Context, qrels: str, output_dir: Path, folds: int, releva
 
 
 def _text_source(obj: Context, index_name, corpus, candidates, topics):
-    """Document text and topics for ``rerank`` from whichever source was given."""
-    from .corpus import Document, read_corpus
-    from .registry import lookup, resolve_index
-    from .rerank import DictTexts
-    from .search import DocumentStore
-    from .trec import TrecFormatError, iter_jsonl, read_topics
+    """Document text and topics for a scoring command from whichever source was given."""
+    from .sources import TextSpec, text_source
 
-    topic_map = read_topics(lookup(topics, "topics", obj.data_dir)) if topics else None
-    if candidates:
-        docs, queries = {}, {}
-        for line_no, row, line in iter_jsonl(candidates):
-            if "docid" not in row or "text" not in row:
-                raise TrecFormatError(candidates, line_no, "a candidate needs 'docid' and 'text' (and 'qid', 'query')", line)
-            docs[str(row["docid"])] = Document(str(row["docid"]), str(row["text"]), str(row.get("title") or ""))
-            if "qid" in row and "query" in row:
-                queries[str(row["qid"])] = str(row["query"])
-        return DictTexts(docs, candidates), topic_map or queries
-    if corpus:
-        path = lookup(corpus, "corpus", obj.data_dir)
-        return DictTexts({d.docid: d for d in read_corpus(path)}, str(path)), topic_map or read_topics(lookup(corpus, "topics", obj.data_dir))
-    index_dir = resolve_index(index_name, obj.data_dir, progress=obj.progress)
-    return DocumentStore(index_dir), topic_map or read_topics(lookup(index_name, "topics", obj.data_dir))
+    return text_source(TextSpec(index_name, corpus, candidates, topics), obj.data_dir, progress=obj.progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -648,7 +703,7 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
 # --------------------------------------------------------------------------------------------
 @main.command("train-weights")
 @scoring_options
-@click.option("--qrels", required=True, help="Qrels of the training queries (file or registry name).")
+@click.option("--qrels", default=None, help="Qrels of the training queries (file or registry name).  [required unless --collections]")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Weights file to write: a head-set file for `rerank --heads`.")
 @click.option("--loss", type=click.Choice(["pairwise", "pointwise", "listwise"]), default="pairwise", show_default=True, help="RankNet pairs, logistic regression on relevant/not, or ListNet (top one).")
 @click.option("--penalty", type=click.Choice(["l1", "l2"]), default="l1", show_default=True, help="Regularisation of the weights (l1 keeps few heads).")
@@ -659,8 +714,9 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
 @click.option("-l", "--relevance-level", default=1, show_default=True, help="--loss pointwise: the smallest grade counted as a positive.")
 @click.option("--cv-run", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a run of these queries, each re-ranked by weights trained without its outer fold (lambda chosen inside the other folds).")
 @click.option("--outer-folds", default=5, show_default=True, help="--cv-run: number of outer folds (assigned with --fold-seed).")
+@click.option("--collections", "collections_path", default=None, type=click.Path(exists=True, dir_okay=False), help="Train on several judged collections at once (YAML, see pipelines/collections.yaml) instead of --run/--qrels; lambda is then chosen by leaving one collection out at a time.")
 @click.pass_obj
-def train_weights_cmd(obj: Context, qrels: str, output: Path, loss: str, penalty: str, lambdas: str | None, folds: int, fold_seed: int, fuse: bool, fuse_dense: bool, relevance_level: int, cv_run: Path | None, outer_folds: int, **opts) -> None:
+def train_weights_cmd(obj: Context, qrels: str | None, output: Path, loss: str, penalty: str, lambdas: str | None, folds: int, fold_seed: int, fuse: bool, fuse_dense: bool, relevance_level: int, cv_run: Path | None, outer_folds: int, collections_path: str | None, **opts) -> None:
     """Learn one weight per head (and for the first stage, with --fuse) on judged training queries.
 
     Features are the cached per-head scores z-normalised within each query (and, with --fuse, the
@@ -678,6 +734,11 @@ def train_weights_cmd(obj: Context, qrels: str, output: Path, loss: str, penalty
         config = TrainConfig(loss=loss, penalty=penalty, lambdas=grid, folds=folds, fold_seed=fold_seed, relevance_level=relevance_level)
     except ValueError as exc:
         raise click.UsageError(f"--lambdas/--folds: {exc}") from None
+    if collections_path:
+        _train_weights_pooled(obj, collections_path, output, config, fuse, fuse_dense, cv_run, opts)
+        return
+    if not qrels:
+        raise click.UsageError("Missing option '--qrels' (or give --collections)")
     job = _scoring_job(obj, opts)
     data = _ranking_data(obj, job, qrels, fuse=fuse, fuse_dense=fuse_dense, k=config.k)
     entries, dataset = data.entries, data.dataset
@@ -695,6 +756,39 @@ def train_weights_cmd(obj: Context, qrels: str, output: Path, loss: str, penalty
         predicted, _ = nested_cv_predictions(dataset, data.features(), config, outer_folds=outer_folds, seed=fold_seed)
         data.write_cv_run(predicted, cv_run, f"weights-cv-{loss}-{penalty}" + ("-fused" if fuse else "") + ("-dense" if fuse_dense else ""))
         click.echo(f"wrote {cv_run}: {len(entries)} queries, each ranked by weights trained without its fold ({outer_folds} outer folds)")
+
+
+def _train_weights_pooled(obj: Context, collections_path: str, output: Path, config, fuse: bool, fuse_dense: bool,
+                          cv_run: Path | None, opts: dict) -> None:
+    """``train-weights --collections``: one set of weights over every collection of the file."""
+    from dataclasses import replace
+
+    from .heads import write_head_set
+    from .pooled import load_pooled, read_collections
+    from .rerank import PromptSettings, Reranker, merge_settings
+    from .weights import to_head_set, train_weights
+
+    clashes = [o for o in ("run_name", "index_name", "corpus", "candidates", "topics", "sample") if opts.get(o)]
+    if clashes or cv_run:
+        raise click.UsageError("--collections replaces --run/--index/--corpus/--candidates/--topics/--sample/--cv-run "
+                               "(each collection names its own; `routehead-pyserini loco` evaluates held-out collections)")
+    values = merge_settings({k: opts.get(k) for k in ("mode", "order", "doc_max_tokens", "attention_norm", "top_k")}, {}, "")
+    settings = PromptSettings(doc_max_tokens=values["doc_max_tokens"] or None, max_context=opts["max_context"], order=values["order"],
+                              mode=values["mode"], attention_norm=values["attention_norm"])
+    reranker = Reranker(opts["model"], "all", settings=settings, device=opts["device"], dtype=opts["dtype"],
+                        batch_size=_batch_size(opts, settings), cache=opts["cache_dir"] or True)
+    collections = read_collections(collections_path)
+    data = load_pooled(collections, reranker, top_k=values["top_k"], data_dir=obj.data_dir, dense=fuse_dense,
+                       on_missing=opts["on_missing"], progress=obj.progress)
+    groups = len(collections) >= 2
+    learned = train_weights(data.training_set(fuse, fuse_dense), replace(config, cv_by="group" if groups else "query"))
+    counts = {c.name: sum(1 for q in data.dataset.queries if q.group == c.name) for c in collections}
+    info = {"prompt_settings": {**reranker.describe()["settings"], "top_k": values["top_k"]}, "collections": counts,
+            "validation": "leave one collection out" if groups else f"{config.folds}-fold over queries"}
+    model = reranker.model
+    write_head_set(to_head_set(learned, model_name=model.name, model_fingerprint=model.fingerprint, info=info), output)
+    click.echo(f"wrote {output}: {learned.training_queries} training queries from {len(collections)} collections, "
+               f"lambda {learned.lam:.4g}, {int((learned.head_weights != 0).sum())} of {learned.head_weights.numel()} heads weighted")
 
 
 @dataclass
@@ -801,6 +895,134 @@ def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, spa
         predicted = nested_cv_scores(embeddings, qids, data.dataset, data.features(), config, outer_folds=outer_folds, seed=fold_seed)
         data.write_cv_run(predicted, cv_run, f"soft-router-cv-{loss}" + ("-fused" if fuse else "") + ("-dense" if fuse_dense else ""))
         click.echo(f"wrote {cv_run}: {len(data.entries)} queries, each ranked by a router trained without its fold ({outer_folds} outer folds)")
+
+
+# --------------------------------------------------------------------------------------------
+@main.command("loco")
+@click.option("--collections", "collections_path", required=True, type=click.Path(exists=True, dir_okay=False), help="YAML file of judged collections (see pipelines/collections.yaml).")
+@click.option("--only", multiple=True, help="Use only these collections (repeatable).")
+@click.option("--exclude", multiple=True, help="Leave these collections out entirely (repeatable).")
+@click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for report.md, report.json and every row's run.")
+@click.option("--model", default="smollm2-135m", show_default=True, help="The LLM whose heads are scored.")
+@click.option("--mode", type=click.Choice(["listwise", "pointwise"]), default="pointwise", show_default=True, help="Prompt mode of the per-head scores.")
+@click.option("--top-k", default=20, show_default=True, type=click.IntRange(min=1), help="Candidates scored per query.")
+@click.option("--doc-max-tokens", default=128, show_default=True, type=click.IntRange(min=0), help="Truncate each document to this many tokens (0: no limit).")
+@click.option("--batch-size", default=5, show_default=True, type=click.IntRange(min=1), help="Pointwise prompts per forward pass.")
+@click.option("--device", default="cpu", show_default=True, help="torch device.")
+@click.option("--dtype", default="float32", show_default=True, help="Model dtype.")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Score cache folder [default: <cache dir>/scores].")
+@click.option("--methods", default="heads+bm25,heads+bm25+dense,bm25+dense", show_default=True, help="Learned rows, comma-separated: heads+bm25, heads+bm25+dense, bm25+dense (no head: the control), heads.")
+@click.option("--protocols", default="loco,pooled-cv", show_default=True, help="loco: leave one collection out; pooled-cv: 5 query folds over all collections mixed.")
+@click.option("--losses", default="pointwise,pairwise", show_default=True, help="Losses inner validation chooses among.")
+@click.option("--extra-run", "extra_runs", multiple=True, metavar="ROW=PATTERN", help="Another row from existing runs, '{collection}' in the path: 'ICR listwise=runs/icr/{collection}.trec' (repeatable).")
+@click.option("--presets-dir", default=None, type=click.Path(file_okay=False, path_type=Path), help="Also train each head method on every collection and write it as a preset here (<dir>/<model>/<method>.json), with these scores.")
+@click.pass_obj
+def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude: tuple[str, ...], output_dir: Path, model: str, mode: str,
+             top_k: int, doc_max_tokens: int, batch_size: int, device: str, dtype: str, cache_dir: str | None, methods: str,
+             protocols: str, losses: str, extra_runs: tuple[str, ...], presets_dir: Path | None) -> None:
+    """Leave-one-collection-out and pooled cross-validation of learned head weights.
+
+    \b
+    Every collection of --collections is scored once (per-head scores from the cache when there).
+    loco: for each collection, the loss and L1 strength are chosen by leave-one-collection-out
+    validation on the OTHER collections, weights are trained on them, and the held-out collection
+    is ranked. pooled-cv: 5 query folds over all collections mixed. Each table shows BM25, a random
+    order of the same candidates, pointwise all heads, the bi-encoder alone and each method, with
+    paired t-tests against BM25 (*) and against static weights + BM25 (heads+bm25, marked with a dagger).
+    """
+    import shlex
+
+    from .loco import METHODS, SearchSpace, leave_one_collection_out, pooled_cross_validation
+    from .loco_report import build_table, write_tables
+    from .pooled import load_pooled, read_collections, select
+    from .presets import train_preset, write_preset
+    from .rerank import PromptSettings, Reranker
+    from .trec import read_run
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise click.UsageError(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
+    wanted = [p.strip() for p in protocols.split(",") if p.strip()]
+    if not wanted or set(wanted) - {"loco", "pooled-cv"}:
+        raise click.UsageError("--protocols takes loco and/or pooled-cv")
+    space = SearchSpace(tuple(x.strip() for x in losses.split(",") if x.strip()))
+    collections = select(read_collections(collections_path), only, exclude)
+    settings = PromptSettings(doc_max_tokens=doc_max_tokens or None, mode=mode)
+    reranker = Reranker(model, "all", settings=settings, device=device, dtype=dtype, batch_size=batch_size, cache=cache_dir or True)
+    dense = any(METHODS[m].dense for m in chosen)
+    data = load_pooled(collections, reranker, top_k=top_k, data_dir=obj.data_dir, dense=dense, progress=obj.progress)
+    extra: dict = {}
+    for spec in extra_runs:
+        row, sep, pattern = spec.partition("=")
+        if not sep or "{collection}" not in pattern:
+            raise click.UsageError(f"--extra-run {spec!r}: expected ROW=PATH with '{{collection}}' in the path")
+        for col in collections:
+            path = Path(pattern.format(collection=col.name))
+            if path.is_file():
+                extra.setdefault(col.name, {})[row.strip()] = read_run(path)
+    methods_ = [METHODS[m] for m in chosen]
+    done = {}
+    if "loco" in wanted:
+        done["loco"] = leave_one_collection_out(data, methods_, space)
+    if "pooled-cv" in wanted:
+        done["pooled-cv"] = pooled_cross_validation(data, methods_, space)
+    tables = [build_table(data, protocol, top_k, extra) for protocol in done.values()]
+    notes = [f"model {reranker.model.name} ({reranker.model.fingerprint}); prompt: {mode}, top {top_k}, documents cut to "
+             f"{doc_max_tokens or 'no limit'} tokens; passages in first-stage order",
+             "collections: " + ", ".join(f"{c.name} ({sum(1 for q in data.of(c.name) if q.scores is not None)} queries scored, "
+                                         f"{sum(1 for q in data.dataset.queries if q.group == c.name)} can train)" for c in collections),
+             "command: routehead-pyserini " + " ".join(shlex.quote(a) for a in sys.argv[1:])]
+    write_tables(tables, data, done, output_dir, extra, notes=notes)
+    for table in tables:
+        click.echo(f"## {table.protocol}\n\n{table.to_markdown()}")
+    if presets_dir is not None:
+        by_protocol = {t.protocol: t for t in tables}
+        for method in methods_:
+            if not method.heads:
+                continue  # the fusion-only control is a table row, not a preset
+            scores = {key: {**{c: round(t.cells[method.name][c].means["nDCG@10"], 4) for c in t.collections},
+                            "mean": round(t.mean(method.name), 4)}
+                      for key, t in (("loco", by_protocol.get("loco")), ("pooled_cv", by_protocol.get("pooled-cv"))) if t}
+            prompt = {**{k: v for k, v in reranker.describe()["settings"].items() if k != "max_context"}, "top_k": top_k}
+            head_set = train_preset(data, method, model_name=reranker.model.name, model_fingerprint=reranker.model.fingerprint,
+                                    prompt_settings=prompt, scores=scores, command=notes[-1].removeprefix("command: "))
+            path = presets_dir / reranker.model.name / f"{method.name}.json"
+            write_preset(head_set, path)
+            click.echo(f"wrote preset {path}")
+
+
+@main.command("presets")
+@click.option("--model", default=None, help="Only the presets of this model name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (every recorded field) instead of text.")
+def presets_cmd(model: str | None, as_json: bool) -> None:
+    """List the trained presets shipped in the package, best leave-one-collection-out mean first.
+
+    `rerank` with no method option uses the first one listed for --model; `rerank --preset NAME`
+    another. Each records its model, prompt settings, training collections and query counts, the
+    protocol, its LOCO and pooled-CV nDCG@10 per collection, and the date.
+    """
+    from .presets import list_presets, preset_json
+
+    found = list_presets(model)
+    if as_json:
+        click.echo("[" + ",\n".join(preset_json(p) for p in found) + "]")
+        return
+    if not found:
+        click.echo("no presets" + (f" for model {model!r}" if model else ""))
+        return
+    current = None
+    for preset in found:
+        if preset.model != current:
+            current = preset.model
+            click.echo(f"{current}  (default: {list_presets(current)[0].name})")
+        rec = preset.record
+        loco = rec.get("scores", {}).get("loco", {})
+        pooled = rec.get("scores", {}).get("pooled_cv", {})
+        click.echo(f"  {preset.name:20s} LOCO nDCG@10 {loco.get('mean', float('nan')):.4f}  pooled CV {pooled.get('mean', float('nan')):.4f}  "
+                   f"{rec.get('heads')} heads (deepest layer {rec.get('deepest_layer')})  {rec.get('training', {}).get('queries')} training queries  "
+                   f"{rec.get('created')}")
+        click.echo(f"  {'':20s} {rec.get('method', '')}; prompt {rec.get('prompt_settings', {})}")
 
 
 # --------------------------------------------------------------------------------------------

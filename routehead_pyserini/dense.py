@@ -210,3 +210,43 @@ def dense_rerank(
     if stats.missing_docs:
         logger.warning("%d candidate documents had no text and were kept unscored below the re-ranked ones", stats.missing_docs)
     return Run(out), stats
+
+
+class CachedDenseScorer:
+    """:class:`DenseScorer` with an on-disk cache of each query's cosines, beside the per-head scores.
+
+    ``<score cache>/dense-<encoder>/<entry>.json`` holds the cosines of one query's candidates,
+    keyed like the head scores (qid, query text, docids and texts: :func:`.cache.entry_key`), so
+    training with ``--fuse-dense`` again, or a leave-one-collection-out evaluation, embeds nothing
+    twice. The encoder is loaded only when a query is not cached. Entries are written atomically.
+    """
+
+    def __init__(self, model_name: str = PACKAGED, *, root: str | Path | None = None, device: str = "cpu"):
+        from . import config
+
+        self.model_name = model_name
+        safe = Path(model_name).name.replace(" ", "_")
+        self.folder = Path(root) if root is not None else config.score_cache_dir()
+        self.folder = self.folder / f"dense-{safe}"
+        self.device = device
+        self._scorer: DenseScorer | None = None
+
+    def scores(self, qid: str, query: str, docs: Sequence[Document]) -> list[float]:
+        from .cache import entry_key
+        from .files import atomic_write_text
+
+        entry = entry_key(qid, query, [d.docid for d in docs], [d.title + "\n" + d.text for d in docs])
+        path = self.folder / f"{entry}.json"
+        if path.exists():
+            try:
+                values = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(values, list) and len(values) == len(docs):
+                    return [float(v) for v in values]
+            except (ValueError, OSError) as exc:
+                logger.warning("ignoring unreadable dense cache entry %s: %s", path, exc)
+        if self._scorer is None:
+            self._scorer = DenseScorer(load_encoder(self.model_name, device=self.device))
+        values = self._scorer.scores(query, docs)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(values) + "\n")
+        return values

@@ -90,6 +90,7 @@ COMMANDS: dict[str, CommandIO] = {
     "train-soft-router": CommandIO((*_TEXT_SOURCES, "qrels"), ("output", "cv-run")),
     "evaluate": CommandIO(("runs", "baseline", "qrels", "router", "heads", "topics"), ("report-dir", "output")),
     "heads": CommandIO(("source", "overlay", "topics", "run"), ("plot",)),
+    "loco": CommandIO(("collections",), ("output-dir", "presets-dir")),
 }
 # input keys that also take a registry name, and the registry field they mean
 REGISTRY_FIELDS = {"corpus": "corpus", "index": "index", "topics": "topics", "qrels": "qrels",

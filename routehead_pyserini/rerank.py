@@ -57,6 +57,7 @@ from .heads import HeadSet, aggregate, parse_heads
 from .prompt import DEFAULT_DOC_MAX_TOKENS, as_document, build_pointwise_prompts, build_windows
 from .scoring import score_prompts
 from .search import UnknownDocumentError
+from .sources import DictTexts  # noqa: F401  (re-exported: the in-memory text source)
 from .trec import Hit, Run
 from .weights import check_head_set_model, dense_fusion_of, fused_scores, fusion_of
 
@@ -108,23 +109,52 @@ class PromptSettings:
         return {k: v for k, v in values.items() if not (k in _KEY_OPTIONAL and v == _KEY_OPTIONAL[k])}
 
 
+#: What a scoring command uses when neither an option nor a trained file (preset, learned head set,
+#: router) says: ICR's listwise prompt in first-stage order, the top 20 candidates.
+DEFAULT_TOP_K = 20
+SETTING_DEFAULTS = {"mode": "listwise", "order": "bm25", "doc_max_tokens": DEFAULT_DOC_MAX_TOKENS, "attention_norm": "raw",
+                    "chat_template": True}
+#: Settings a trained file fixes: its scores were learned on prompts built this way.
+ENFORCED = tuple(SETTING_DEFAULTS)
+
+
+def recorded_settings(head_set: HeadSet | None) -> dict:
+    """The prompt settings a preset or learned head set was trained with (empty for other sets)."""
+    if head_set is None:
+        return {}
+    for key in ("preset", "learned"):
+        block = head_set.extra.get(key)
+        if isinstance(block, Mapping) and isinstance(block.get("prompt_settings"), Mapping):
+            return {k: v for k, v in block["prompt_settings"].items() if k in (*ENFORCED, "top_k")}
+    return {}
+
+
+def merge_settings(explicit: Mapping[str, object], recorded: Mapping[str, object], origin: str,
+                   defaults: Mapping[str, object] = ()) -> dict:
+    """Prompt settings: an explicit option, else the trained file's, else :data:`SETTING_DEFAULTS`.
+
+    ``explicit`` maps setting names to the user's values (``None``: not given). An explicit value
+    that differs from one the file was trained with is refused, naming both: the file's weights are
+    only meaningful on the prompts they were learned from. ``top_k`` may differ (it changes how
+    many candidates are scored, not how a prompt is built). ``defaults`` replace
+    :data:`SETTING_DEFAULTS` without being enforced (a method's own defaults).
+    """
+    out = {**SETTING_DEFAULTS, "top_k": DEFAULT_TOP_K, **dict(defaults), **dict(recorded)}
+    for key, value in explicit.items():
+        if value is None:
+            continue
+        if key in ENFORCED and key in recorded and recorded[key] != value:
+            option = "--" + key.replace("_", "-")
+            raise RerankError(f"{option} {value} conflicts with {origin}, which was trained with {key} {recorded[key]}; "
+                              f"leave {option} out to use the file's setting")
+        out[key] = value
+    return out
+
+
 class TextSource(Protocol):
     """Where document text comes from: an index (:class:`.search.DocumentStore`) or a dict."""
 
     def get(self, docid: str) -> Document: ...
-
-
-class DictTexts:
-    """Document text from an in-memory mapping (a corpus file or a candidates file)."""
-
-    def __init__(self, docs: Mapping[str, Document], origin: str = "the corpus"):
-        self.docs, self.origin = docs, origin
-
-    def get(self, docid: str) -> Document:
-        try:
-            return self.docs[docid]
-        except KeyError:
-            raise UnknownDocumentError(f"document {docid!r} is not in {self.origin}") from None
 
 
 @dataclass

@@ -1,0 +1,223 @@
+"""Leave-one-collection-out (LOCO) and pooled cross-validation of learned head weights.
+
+The honest simulation of a user's new collection: for each collection, every choice (the loss,
+the L1 strength, so the number of heads) is made on the *other* collections only, by an inner
+leave-one-collection-out validation (:attr:`.weights.TrainConfig.cv_by` ``"group"``: the mean
+over collections, each counted once), the weights are trained on all of them, and the held-out
+collection is ranked once. Pooled query-level cross-validation is the other protocol: queries of
+all collections mixed into 5 folds, so a method may learn collection-specific heads.
+
+A :class:`Method` is one row of the tables: which features are fused with the heads (the BM25
+score, the bi-encoder cosine) and whether heads are used at all (the fusion-only control keeps
+none). :func:`fit` is the procedure both protocols and the shipped presets (:mod:`.presets`) run.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import UserError
+from .head_analysis import fold_of
+from .heads import HeadSet, aggregate
+from .pooled import PooledData, PooledQuery
+from .rerank import ranked_hits
+from .trec import Hit
+from .weights import (CVPoint, Dataset, LearnedWeights, TrainConfig, cross_validate, lambda_grid,
+                      train_weights)
+
+logger = logging.getLogger(__name__)
+
+#: The L1 strength of the fusion-only control: every head weight is 0 at this value.
+NO_HEADS = 1e12
+
+
+class LocoError(UserError, ValueError):
+    """An evaluation that cannot be run as asked (too few collections, unknown method)."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """A learned configuration: heads (or none) with the BM25 score and/or the bi-encoder cosine."""
+
+    name: str
+    fuse: bool = True  # the first-stage (BM25) score is a feature
+    dense: bool = False  # the bi-encoder cosine is a feature
+    heads: bool = True  # False: the fusion alone (the control that shows what the heads add)
+    description: str = ""
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("heads+bm25", fuse=True, description="pointwise heads, learned weights, fused with BM25"),
+    Method("heads+bm25+dense", fuse=True, dense=True, description="pointwise heads, learned weights, fused with BM25 and the bi-encoder"),
+    Method("bm25+dense", fuse=True, dense=True, heads=False, description="BM25 fused with the bi-encoder, no head (the control)"),
+    Method("heads", fuse=False, description="pointwise heads, learned weights, nothing fused"),
+)}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What inner validation chooses among: the losses, and (by default) the L1 path of each."""
+
+    losses: tuple[str, ...] = ("pointwise", "pairwise")
+    inner_folds: int = 5  # query folds, when the training part holds a single collection
+    patience: int | None = 2  # stop the L1 path after this many lambdas without a better mean (None: the whole path)
+
+
+@dataclass
+class Fitted:
+    """A method trained on some queries, and how its settings were chosen."""
+
+    method: Method
+    learned: LearnedWeights
+    loss: str
+    lam: float
+    validation: str  # how: "leave-one-collection-out over N" or "5-fold over queries"
+    cv_ndcg: float  # the chosen setting's inner validation nDCG@10
+    tried: list[dict] = field(default_factory=list)  # every (loss, lambda, nDCG) tried
+
+    def scores(self, features: torch.Tensor) -> torch.Tensor:
+        return self.learned.scores(features)
+
+    @property
+    def n_heads(self) -> int:
+        return int((self.learned.head_weights != 0).sum())
+
+    @property
+    def deepest_layer(self) -> int | None:
+        nonzero = (self.learned.head_weights != 0).nonzero()
+        return int(nonzero[:, 0].max()) if len(nonzero) else None
+
+
+def fit(train: Dataset, method: Method, space: SearchSpace = SearchSpace(), *, cv_by: str | None = None) -> Fitted:
+    """Choose the loss and L1 strength by inner validation on ``train`` alone, then train on all of it.
+
+    Inner validation leaves one collection out at a time when ``train`` holds several (the mean
+    over collections); else ``space.inner_folds`` query folds. Ties go to the simpler model
+    (the larger lambda), then to the loss listed first. ``cv_by="query"`` forces query folds.
+    """
+    groups = {q.group for q in train.queries}
+    cv_by = cv_by or ("group" if len(groups) >= 2 else "query")
+    how = (f"leave-one-collection-out over {len(groups)} collections" if cv_by == "group"
+           else f"{space.inner_folds}-fold over queries")
+    best: tuple[float, float, str] | None = None
+    tried = []
+    for loss in space.losses:
+        config = TrainConfig(loss=loss, penalty="l1", folds=space.inner_folds, cv_by=cv_by)
+        lambdas = [NO_HEADS] if not method.heads else lambda_grid(train, config)
+        for point in cross_validate(train, config, lambdas, patience=space.patience):
+            tried.append({"loss": loss, "lambda": point.lam, "ndcg": round(point.ndcg, 6)})
+            key = (round(point.ndcg, 9), point.lam)
+            if best is None or key > best[:2]:
+                best = (*key, loss)
+    ndcg, lam, loss = best
+    learned = train_weights(train, TrainConfig(loss=loss, penalty="l1", lambdas=(lam,), cv_by=cv_by))
+    learned.cv = [CVPoint(lam, ndcg, [])]
+    logger.info("%s: loss %s, lambda %.3g (%s nDCG@10 %.4f), %d heads", method.name, loss, lam, how, ndcg,
+                int((learned.head_weights != 0).sum()))
+    return Fitted(method, learned, loss, lam, how, ndcg, tried)
+
+
+# --------------------------------------------------------------------------------------------
+# Runs of one collection
+
+
+def _ranked(query: PooledQuery, values: Sequence[float] | None) -> list[Hit]:
+    if query.scores is None or values is None:
+        return ranked_hits([], [], query.rest)
+    return ranked_hits(query.scores.docids, list(values), query.rest)
+
+
+def first_stage_hits(query: PooledQuery) -> list[Hit]:
+    """The query's first-stage ranking (scored candidates in their first-stage order, then the rest)."""
+    if query.scores is None:
+        return ranked_hits([], [], query.rest)
+    n = len(query.scores.docids)
+    return ranked_hits(query.scores.docids, [float(n - i) for i in range(n)], query.rest)
+
+
+def all_heads_hits(query: PooledQuery) -> list[Hit]:
+    """Pointwise all heads, unweighted (the sum of every head's calibrated score: ICR's aggregation)."""
+    if query.scores is None:
+        return _ranked(query, None)
+    return _ranked(query, aggregate(query.scores.calibrated, HeadSet()).tolist())
+
+
+def dense_hits(query: PooledQuery) -> list[Hit]:
+    """The bi-encoder alone: the candidates by cosine."""
+    return _ranked(query, query.dense)
+
+
+@dataclass
+class Protocol:
+    """Predicted scores of every query under one protocol: ``{method: {COLLECTION/QID: scores}}``."""
+
+    name: str
+    scores: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    fitted: dict[str, list[dict]] = field(default_factory=dict)  # method -> what each training chose
+
+
+def leave_one_collection_out(data: PooledData, methods: Sequence[Method], space: SearchSpace = SearchSpace(),
+                             held_out: Sequence[str] | None = None) -> Protocol:
+    """For each collection (or those of ``held_out``): fit on all the others, score it."""
+    names = [c.name for c in data.collections]
+    if len(names) < 2:
+        raise LocoError("leave-one-collection-out needs at least two collections")
+    out = Protocol("loco")
+    for method in methods:
+        features = data.features(method.fuse, method.dense)
+        per = out.scores.setdefault(method.name, {})
+        for name in held_out or names:
+            train = data.training_set(method.fuse, method.dense, [n for n in names if n != name])
+            assert name not in {q.group for q in train.queries}  # never trains on the held-out collection
+            fitted = fit(train, method, space)
+            out.fitted.setdefault(method.name, []).append(_record(fitted, held_out=name, train=train))
+            for query in data.of(name):
+                if query.scores is not None:
+                    per[query.key] = fitted.scores(features[query.key])
+    return out
+
+
+def pooled_cross_validation(data: PooledData, methods: Sequence[Method], space: SearchSpace = SearchSpace(),
+                            folds: int = 5, seed: int = 0) -> Protocol:
+    """Queries of all collections mixed into ``folds`` folds; each fold scored by a fit on the others
+    (whose inner validation is query folds too, with collections mixed)."""
+    out = Protocol("pooled-cv")
+    inner = SearchSpace(space.losses, space.inner_folds, space.patience)
+    for method in methods:
+        features = data.features(method.fuse, method.dense)
+        per = out.scores.setdefault(method.name, {})
+        full = data.training_set(method.fuse, method.dense)
+        fold = {key: fold_of(key, folds, seed) for key in features}
+        for f in range(folds):
+            train = Dataset([q for q in full.queries if fold[q.qid] != f], full.shape, full.fuse, full.skipped, full.dense)
+            fitted = fit(train, method, inner, cv_by="query")  # mixed: inner folds over queries too
+            out.fitted.setdefault(method.name, []).append(_record(fitted, held_out=f"fold {f}", train=train))
+            for key, x in features.items():
+                if fold[key] == f:
+                    per[key] = fitted.scores(x)
+    return out
+
+
+def _record(fitted: Fitted, *, held_out: str, train: Dataset) -> dict:
+    return {"held_out": held_out, "loss": fitted.loss, "lambda": fitted.lam, "validation": fitted.validation,
+            "cv_ndcg": round(fitted.cv_ndcg, 6), "heads": fitted.n_heads, "deepest_layer": fitted.deepest_layer,
+            "training_queries": len(train.queries),
+            "fuse_weight": fitted.learned.fuse_weight, "dense_weight": fitted.learned.dense_weight}
+
+
+def runs_of(data: PooledData, protocol: Protocol, collection: str) -> dict[str, dict[str, list[Hit]]]:
+    """``{method: {qid: hits}}`` of one collection under ``protocol`` (plain qids, as in its run)."""
+    out = {}
+    for method, scores in protocol.scores.items():
+        out[method] = {q.qid: _ranked(q, None if q.key not in scores else scores[q.key].tolist())
+                       for q in data.of(collection)}
+    return out
+
+
+def mean(values: Mapping[str, float]) -> float:
+    vals = [v for v in values.values() if not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else float("nan")

@@ -1,0 +1,94 @@
+"""Where a scoring job's inputs come from: the first-stage run, document text and query text.
+
+The CLI, pooled training (:mod:`.pooled`) and the Python API resolve their inputs here, from files
+or registry names (``routehead-pyserini datasets``):
+
+- document text from exactly one of an index (stored raw documents), a JSONL corpus, or a
+  candidates file (``qid, query, docid, text`` per line, like DL19's ``bm25_top100.jsonl``);
+- query text from ``topics`` when given, else the index's (or corpus's) registered topics, else
+  the queries of the candidates file;
+- the run from a file or a registry name, optionally a fixed random sample of its queries.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .controls import sample_queries
+from .corpus import Document, read_corpus
+from .errors import UserError
+from .registry import lookup, resolve_index
+from .trec import Run, TrecFormatError, iter_jsonl, read_run, read_topics
+
+
+class SourceError(UserError, ValueError):
+    """Inputs that cannot be resolved (no text source, two of them, an option without its partner)."""
+
+
+class DictTexts:
+    """Document text from an in-memory mapping (a corpus file or a candidates file)."""
+
+    def __init__(self, docs: dict[str, Document], origin: str = "the corpus"):
+        self.docs, self.origin = docs, origin
+
+    def get(self, docid: str) -> Document:
+        from .search import UnknownDocumentError
+
+        try:
+            return self.docs[docid]
+        except KeyError:
+            raise UnknownDocumentError(f"document {docid!r} is not in {self.origin}") from None
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """Which text source to read (exactly one of ``index``, ``corpus``, ``candidates``) and topics."""
+
+    index: str | None = None
+    corpus: str | None = None
+    candidates: str | None = None
+    topics: str | None = None
+
+    def check(self) -> None:
+        given = [name for name in ("index", "corpus", "candidates") if getattr(self, name)]
+        if len(given) != 1:
+            raise SourceError("give exactly one of --index, --corpus, --candidates for document text"
+                              + (f" (got {', '.join('--' + g for g in given)})" if given else ""))
+
+
+def text_source(spec: TextSpec, data_dir: str | os.PathLike[str] | None = None, *, progress: bool = False):
+    """``(texts, topics)``: a ``get(docid) -> Document`` source and ``{qid: query text}``."""
+    spec.check()
+    topic_map = read_topics(lookup(spec.topics, "topics", data_dir)) if spec.topics else None
+    if spec.candidates:
+        docs, queries = {}, {}
+        for line_no, row, line in iter_jsonl(spec.candidates):
+            if "docid" not in row or "text" not in row:
+                raise TrecFormatError(spec.candidates, line_no, "a candidate needs 'docid' and 'text' (and 'qid', 'query')", line)
+            docs[str(row["docid"])] = Document(str(row["docid"]), str(row["text"]), str(row.get("title") or ""))
+            if "qid" in row and "query" in row:
+                queries[str(row["qid"])] = str(row["query"])
+        return DictTexts(docs, str(spec.candidates)), topic_map or queries
+    if spec.corpus:
+        path = lookup(spec.corpus, "corpus", data_dir)
+        return DictTexts({d.docid: d for d in read_corpus(path)}, str(path)), topic_map or read_topics(lookup(spec.corpus, "topics", data_dir))
+    from .search import DocumentStore
+
+    index_dir = resolve_index(spec.index, data_dir, progress=progress)
+    return DocumentStore(index_dir), topic_map or read_topics(lookup(spec.index, "topics", data_dir))
+
+
+def candidate_run(run_name: str, data_dir: str | os.PathLike[str] | None = None, *, sample: int | None = None,
+                  seed: int = 0, offset: int = 0) -> Run:
+    """The first-stage run (a file or registry name), or its fixed ``sample`` of queries after ``offset``."""
+    run = read_run(lookup(run_name, "run", data_dir))
+    if sample is not None:
+        return sample_queries(run, sample, seed=seed, offset=offset)
+    if offset:
+        raise SourceError("--sample-offset needs --sample")
+    return run
+
+
+def exists(name: str) -> bool:
+    return Path(name).expanduser().exists()
