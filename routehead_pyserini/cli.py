@@ -66,7 +66,7 @@ class FriendlyGroup(click.Group):
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help=f"Benchmark data directory used by registry names [env {config.DATA_DIR_ENV}; default ../shared/data].",
+    help=f"Benchmark data directory used by registry names [{config.DATA_DIR_HELP}].",
 )
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True, help="Logging verbosity (stderr).")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="Also write the log to this file.")
