@@ -94,16 +94,20 @@ def main(ctx: click.Context, data_dir: Path | None, log_level: str, log_file: st
 @click.pass_obj
 def datasets(obj: Context) -> None:
     """List registered names and where their corpus, index, topics, qrels and run live."""
-    from .registry import FIELDS, load_registry, user_registry_path
+    from .registry import FIELDS, how_to_get, load_registry, user_registry_path
 
     click.echo(f"# data directory: {obj.data_dir}   user registry: {user_registry_path()}")
     for name, entry in sorted(load_registry(obj.data_dir).items()):
         click.echo(name)
+        missing = False
         for field in FIELDS:
             value = getattr(entry, field)
             if value is not None:
                 state = "" if value.exists() else "  (missing; built on first use)" if field == "index" else "  (missing)"
+                missing = missing or (field != "index" and not value.exists())
                 click.echo(f"  {field:7s} {value}{state}")
+        if missing:
+            click.echo(f"  to get it: {how_to_get(name, obj.data_dir)}")
 
 
 # --------------------------------------------------------------------------------------------

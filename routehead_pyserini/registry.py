@@ -35,6 +35,29 @@ FIELDS = ("corpus", "index", "topics", "qrels", "run")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+# Where each built-in benchmark comes from (README "Getting the data" has the details and the layout).
+SOURCES = {
+    "trec-dl-2019": "Pyserini topics/qrels 'dl19-passage', BM25 run over the prebuilt 'msmarco-v1-passage', "
+                    "passage text from ir_datasets 'msmarco-passage/trec-dl-2019/judged'",
+    "scifact": "ir_datasets 'beir/scifact/train' or BEIR's scifact.zip (corpus.jsonl, queries.jsonl, qrels/train.tsv)",
+    "vaswani": "ir_datasets 'vaswani'",
+    "cranfield": "ir_datasets 'cranfield' (qrels gain = 5 - code, -1 -> 0)",
+    "cacm": "Anserini's topics.cacm.txt and qrels.cacm.txt, documents from the Glasgow test collections' cacm.all",
+    "medline": "the Glasgow test collection MED (MED.ALL, MED.QRY, MED.REL)",
+    "adi": "the Glasgow test collection ADI (ADI.ALL, ADI.QRY, ADI.REL)",
+    "lisa": "the Glasgow test collection LISA (LISA*, LISA.QUE, LISARJ.NUM)",
+}
+
+
+def how_to_get(name: str, data_dir: str | os.PathLike[str] | None = None) -> str:
+    """One line saying where a registered benchmark's files go and where to get them."""
+    source = SOURCES.get(name)
+    where = f"put its files in {config.data_dir(data_dir) / name}/"
+    hint = f"{where} (from {source})" if source else where
+    return (f"{hint}, or point --data-dir / ${config.DATA_DIR_ENV} at a folder that has {name}/; "
+            "README 'Getting the data' has the layout")
+
+
 class IndexNotFoundError(UserError, FileNotFoundError):
     """An ``--index`` value that is neither a folder, a registered name, nor a reachable prebuilt index."""
 
@@ -129,7 +152,8 @@ def lookup(name: str, field: str, data_dir: str | os.PathLike[str] | None = None
     if value is None:
         raise RegistryError(f"registry entry {name!r} has no {field}")
     if not value.exists():
-        raise FileNotFoundError(f"registry entry {name!r}: {field} {value} does not exist (data directory: {config.data_dir(data_dir)}; set --data-dir or ${config.DATA_DIR_ENV})")
+        raise FileNotFoundError(f"registry entry {name!r}: {field} {value} does not exist (data directory: "
+                                f"{config.data_dir(data_dir)}): {how_to_get(name, data_dir)}")
     return value
 
 
@@ -157,7 +181,7 @@ def resolve_index(
             return entry.index
         raise IndexNotFoundError(
             f"Index {name!r} is registered at {entry.index}, which does not exist, and its corpus "
-            f"{entry.corpus} is missing (data directory: {config.data_dir(data_dir)})."
+            f"{entry.corpus} is missing (data directory: {config.data_dir(data_dir)}): {how_to_get(name, data_dir)}."
         )
     return _prebuilt_index(name)
 
