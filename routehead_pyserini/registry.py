@@ -189,9 +189,9 @@ def resolve_index(
 def _prebuilt_index(name: str) -> Path:
     """Pyserini's prebuilt index ``name`` (downloaded to Pyserini's cache), or a clear error."""
     hint = (
-        f"Build one from a JSONL corpus and register the name:\n"
-        f"  routehead-pyserini index --corpus corpus.jsonl --index indexes/{name} --name {name}\n"
-        f"or pass an index folder to --index. `routehead-pyserini datasets` lists the registered names."
+        f"Build one from a JSONL corpus and register the name (`routehead-pyserini index --corpus corpus.jsonl "
+        f"--index indexes/{name} --name {name}`), or pass an index folder to --index; "
+        f"`routehead-pyserini datasets` lists the registered names."
     )
     if "/" in name or os.sep in name:
         raise IndexNotFoundError(f"Index folder {name} does not exist. {hint}")
