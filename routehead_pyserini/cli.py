@@ -269,10 +269,15 @@ def evaluate(obj: Context, runs: tuple[str, ...], qrels: str, baseline: str | No
         shared = set.intersection(*(set(r.qids()) for r in loaded))
         loaded = [type(r)({q: h for q, h in r.hits.items() if q in shared}) for r in loaded]
     evaluations = []
-    for name, run in zip(names, loaded):
+    for name, path, run in zip(names, paths, loaded):
         if top_k:
             run = run.top(top_k)
         evaluations.append(evaluate_run(run, judgements, parsed, relevance_level=relevance_level, complete=complete, run_name=name))
+        if not evaluations[-1].per_query:
+            from .evaluate import NoOverlapError
+
+            raise NoOverlapError(f"{path}: none of its {len(run)} queries (e.g. {', '.join(run.qids()[:3])}) is judged in --qrels {qrels} "
+                                 f"(e.g. {', '.join(list(judgements)[:3])}); every measure would be undefined")
     base_name = names[runs.index(baseline)] if baseline is not None else names[0]
     report = build_report(evaluations, base_name if len(evaluations) > 1 else None, test=test)
     text = report.render(fmt)
@@ -349,6 +354,16 @@ def _check_heads(value: str) -> str:
     from .heads import parse_heads
 
     parse_heads(value)  # a HeadSetError names the file
+    return value
+
+
+def _check_router(value: str | None) -> str | None:
+    """--router: a file that cannot be a router file fails before the model loads."""
+    if value is not None:
+        from .router import sniff_router_file
+
+        with open(value, "rb") as handle:
+            sniff_router_file(value, handle.read(64))
     return value
 
 
@@ -445,7 +460,7 @@ def _distributed_reranker(opts: dict, model_name: str, heads: str, settings, cac
 @main.command()
 @scoring_options
 @click.option("--heads", default="all", show_default=True, callback=lambda _c, _p, v: _check_heads(v), help="'all' (ICR), 'layer.head' pairs like '14.3,15.0', or a head-set file.")
-@click.option("--router", "router_path", default=None, type=click.Path(exists=True, dir_okay=False), help="A router file (routehead-pyserini train, learned or --knn): each query gets its own head set; overrides --heads.")
+@click.option("--router", "router_path", default=None, type=click.Path(exists=True, dir_okay=False), callback=lambda _c, _p, v: _check_router(v), help="A router file (routehead-pyserini train, learned or --knn): each query gets its own head set; overrides --heads.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Re-ranked TREC run to write (atomically).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the per-head score cache (no resume).")
 @click.option("--run-tag", default=None, help="Last column of the run [default: routehead-<model>].")
@@ -578,8 +593,8 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
     from .registry import lookup
     from .trec import read_qrels
 
+    judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))  # a bad file fails before the model loads
     job = _scoring_job(obj, opts)
-    judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))
     entries = (scores for _, scores, _, _ in job.reranker.iter_scores(job.run, job.topics, job.texts, top_k=job.top_k,
                                                                      on_missing=job.on_missing, progress=obj.progress)
                if scores is not None)

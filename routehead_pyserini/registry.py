@@ -27,6 +27,7 @@ import yaml
 from . import config
 from .files import atomic_write_text
 from .errors import UserError
+from .trec import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def _load_yaml(path: Path) -> dict[str, dict[str, str]]:
     if not path.exists():
         return {}
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as exc:
         raise RegistryError(f"{path}: invalid YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -525,7 +525,7 @@ def _check_plain(value: Any, where: str) -> None:
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
-def sniff_router_file(path: str | os.PathLike[str], start: bytes, prefix: str = "") -> None:
+def sniff_router_file(path: str | os.PathLike[str], start: bytes, prefix: str = "not ") -> None:
     """Raise :class:`RouterError` when ``start`` (the file's first bytes) cannot begin a router file,
     saying what the file looks like instead."""
     if start.startswith(ZIP_MAGIC):
