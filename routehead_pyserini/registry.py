@@ -195,7 +195,8 @@ def _prebuilt_index(name: str) -> Path:
         f"`routehead-pyserini datasets` lists the registered names."
     )
     if "/" in name or os.sep in name:
-        raise IndexNotFoundError(f"Index folder {name} does not exist. {hint}")
+        raise IndexNotFoundError(f"Index folder {name} does not exist: build it with `routehead-pyserini index --corpus "
+                                 f"corpus.jsonl --index {name}`, or give a registered name (`routehead-pyserini datasets` lists them).")
     from .jvm import ensure_jvm
 
     ensure_jvm()

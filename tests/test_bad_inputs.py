@@ -98,6 +98,7 @@ CASES = [
     case("rerank-foreign-head-set", "JSON file that is not a head set", "rerank --run {bm25} --index {idx} --topics demo --heads {d}/plain.json -o {out}/r.trec", r"plain\.json: not a head-set file"),
     case("rerank-bad-heads-list", "--heads x.y", "rerank --run {bm25} --index {idx} --topics demo --heads x.y -o {out}/r.trec", r"--heads 'x\.y': expected 'all', a head-set file, or 'layer\.head' pairs"),
     case("rerank-text-router", "--router a text file", "rerank --run {bm25} --index {idx} --topics demo --router {d}/hello.txt -o {out}/r.trec", r"hello\.txt: not a router file .*: it is text starting 'hello world'"),
+    case("rerank-unknown-index", "unknown --index name", "rerank --run {bm25} --index nosuch -o {out}/r.trec", r"'nosuch' is not an index folder, a registered name, or a Pyserini prebuilt"),
     case("rerank-two-text-sources", "--index and --corpus", "rerank --run {bm25} --index {idx} --corpus demo -o {out}/r.trec", r"give exactly one of --index, --corpus, --candidates"),
     case("rerank-missing-model", "--model folder that does not exist", "rerank --run {bm25} --index {idx} --topics demo --model {d}/no-model/ -o {out}/r.trec", r"model folder not found: .*no-model"),
     # ---- label, train, train-weights
@@ -289,9 +290,40 @@ def test_signal_during_a_run_keeps_the_old_output(signum, demo_index, tmp_path):
 
 # ---- docs/reliability.md -------------------------------------------------------------------------
 
-def markdown_table(rows) -> str:
+def markdown_table() -> str:
+    """Run every case once (as the test does) and return the table of docs/reliability.md."""
+    import tempfile
+
+    from routehead_pyserini.demo import DEMO_DATA
+    from routehead_pyserini.index import build_index
+
+    root = Path(tempfile.mkdtemp(prefix="reliability-"))
+    os.environ["ROUTEHEAD_CACHE_DIR"] = str(root / "cache")
+    os.environ["ROUTEHEAD_REGISTRY"] = str(root / "registry.yaml")
+    build_index(DEMO_DATA / "corpus.jsonl", root / "demo-index", progress=False)
+    _write_bad_files(root / "bad")
+    assert invoke(["search", "--index", str(root / "demo-index"), "--topics", "demo", "-o", str(root / "bad" / "bm25.trec"), "--hits", "6"]).exit_code == 0
+
+    class Factory:
+        def mktemp(self, name):
+            return Path(tempfile.mkdtemp(prefix=name, dir=root))
+
+    ro = _read_only_dir(Factory())
+    real = {"d": str(root / "bad"), "idx": str(root / "demo-index"), "bm25": str(root / "bad" / "bm25.trec"), "ro": str(ro)}
+    shown = {"d": "bad", "idx": "demo-index", "bm25": "bm25.trec", "ro": "read-only", "out": "out"}
     lines = ["| input | command | exit | message |", "|---|---|---|---|"]
-    for bad, code, message in rows:
-        command = " ".join(bad.args).replace("|", "\\|")
-        lines.append(f"| {bad.input} | `{command}` | {code} | {message.replace('|', chr(92) + '|')} |")
+    for bad in CASES:
+        result = invoke([a.format(out=root / "out" / bad.id, **real) for a in bad.args])
+        message = next(line for line in result.output.splitlines() if line.startswith("Error:"))
+        message = message.replace(str(root / "out" / bad.id), "out").replace(str(ro), "read-only").replace(str(root) + "/", "")
+        command = " ".join(a.format(**shown) for a in bad.args)
+        cell = message.replace("|", "\\|")
+        lines.append(f"| {bad.input} | `routehead-pyserini {command}` | {result.exit_code} | {cell} |")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # print the table of docs/reliability.md
+    from routehead_pyserini.jvm import ensure_jvm
+
+    ensure_jvm()
+    print(markdown_table(), end="")
