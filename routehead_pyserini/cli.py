@@ -17,6 +17,9 @@ from . import __version__, config
 
 logger = logging.getLogger("routehead_pyserini")
 
+POSITIVE = click.IntRange(min=1)  # counts: --top-k, --hits, --threads, --epochs...
+FOLDS = click.IntRange(min=2)  # cross-validation needs a held-out fold
+FRACTION = click.FloatRange(0, 1, max_open=True)  # [0, 1)
 MEASURE_HELP = "Measure, repeatable: nDCG@10, MAP@100, R@100, MRR@10, P@10, MAP, nDCG."
 
 
@@ -41,10 +44,27 @@ def _setup_logging(level: str, quiet: bool, log_file: str | None) -> None:
         force=True,
     )
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every fallback at INFO
-    if quiet:
+    if quiet or level != "DEBUG":
         import os
 
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar
+        # transformers' "Loading weights" / "Writing model shards" bars (read when it is imported)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _sigterm_as_interrupt(ctx: click.Context) -> None:
+    """SIGTERM ends a command the way Ctrl-C does: KeyboardInterrupt, temporary files removed,
+    earlier outputs intact (the JVM is started with -Xrs so it leaves the signal to Python)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
 
 
 class FriendlyGroup(click.Group):
@@ -55,9 +75,12 @@ class FriendlyGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (UserError, FileNotFoundError) as exc:
+        except UserError as exc:
             logger.debug("failed", exc_info=True)
             raise click.ClickException(str(exc)) from exc
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            logger.debug("failed", exc_info=True)  # a path the user gave (or a folder they cannot write)
+            raise click.ClickException(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)) from exc
 
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -66,7 +89,7 @@ class FriendlyGroup(click.Group):
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help=f"Benchmark data directory used by registry names [env {config.DATA_DIR_ENV}; default ../shared/data].",
+    help=f"Benchmark data directory used by registry names [{config.DATA_DIR_HELP}].",
 )
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True, help="Logging verbosity (stderr).")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="Also write the log to this file.")
@@ -86,6 +109,7 @@ def main(ctx: click.Context, data_dir: Path | None, log_level: str, log_file: st
     Pipelines:    pipeline run FILE.yaml (stages of these commands); heads (head sets, routing)
     """
     _setup_logging(log_level, quiet, log_file)
+    _sigterm_as_interrupt(ctx)
     ctx.obj = Context(data_dir=config.data_dir(data_dir), quiet=quiet)
 
 
@@ -94,16 +118,20 @@ def main(ctx: click.Context, data_dir: Path | None, log_level: str, log_file: st
 @click.pass_obj
 def datasets(obj: Context) -> None:
     """List registered names and where their corpus, index, topics, qrels and run live."""
-    from .registry import FIELDS, load_registry, user_registry_path
+    from .registry import FIELDS, how_to_get, load_registry, user_registry_path
 
     click.echo(f"# data directory: {obj.data_dir}   user registry: {user_registry_path()}")
     for name, entry in sorted(load_registry(obj.data_dir).items()):
         click.echo(name)
+        missing = False
         for field in FIELDS:
             value = getattr(entry, field)
             if value is not None:
                 state = "" if value.exists() else "  (missing; built on first use)" if field == "index" else "  (missing)"
+                missing = missing or (field != "index" and not value.exists())
                 click.echo(f"  {field:7s} {value}{state}")
+        if missing:
+            click.echo(f"  to get it: {how_to_get(name, obj.data_dir)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,7 +139,7 @@ def datasets(obj: Context) -> None:
 @click.option("--corpus", required=True, help="JSONL corpus (BEIR _id/title/text or Pyserini id/contents), or a registry name.")
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Index folder to create.")
 @click.option("--name", default=None, help="Also register the index (and corpus) under this name in the user registry.")
-@click.option("--threads", default=1, show_default=True, help="Indexing threads.")
+@click.option("--threads", default=1, show_default=True, type=POSITIVE, help="Indexing threads.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
 @click.option("--dense", is_flag=True, help="Build a dense index (all-MiniLM-L6-v2 vectors in faiss) for `search --dense` instead.")
 @click.pass_obj
@@ -146,10 +174,10 @@ def index(obj: Context, corpus: str, index_dir: Path, name: str | None, threads:
 @click.option("--index", "index_name", required=True, help="Index folder, registry name, or Pyserini prebuilt index name.")
 @click.option("--topics", default=None, help="Topics file (TSV, BEIR JSONL, TREC) or registry name [default: the --index name's topics].")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="TREC run to write.")
-@click.option("--hits", default=1000, show_default=True, help="Documents per query.")
+@click.option("--hits", default=1000, show_default=True, type=POSITIVE, help="Documents per query.")
 @click.option("--k1", default=0.9, show_default=True, help="BM25 k1 (Pyserini's default).")
 @click.option("--b", default=0.4, show_default=True, help="BM25 b (Pyserini's default).")
-@click.option("--threads", default=1, show_default=True, help="Search threads.")
+@click.option("--threads", default=1, show_default=True, type=POSITIVE, help="Search threads.")
 @click.option("--run-tag", default="bm25", show_default=True, help="Last column of the run (--dense: 'dense' unless given).")
 @click.option("--dense", is_flag=True, help="Dense first stage (all-MiniLM-L6-v2 cosine, exact faiss search) instead of BM25.")
 @click.pass_obj
@@ -162,7 +190,7 @@ def search(obj: Context, index_name: str, topics: str | None, output: Path, hits
     from .registry import lookup, resolve_index
     from .trec import read_topics, write_run
 
-    topic_map = read_topics(lookup(topics or index_name, "topics", obj.data_dir))
+    topic_map = read_topics(lookup(topics, "topics", obj.data_dir) if topics else _index_topics(obj, index_name))
     if dense:
         from .dense import load_encoder
         from .dense_index import dense_search, resolve_dense_index
@@ -181,6 +209,19 @@ def search(obj: Context, index_name: str, topics: str | None, output: Path, hits
     click.echo(f"wrote {run.num_hits()} hits for {len(run)} queries to {output}")
 
 
+def _index_topics(obj: Context, index_name: str) -> Path:
+    """The topics of a registered --index name; any other --index needs --topics (and a name that
+    is nothing at all is reported as the index problem it is)."""
+    from .registry import load_registry, lookup, resolve_index
+
+    entry = load_registry(obj.data_dir).get(index_name)
+    if entry is None or entry.topics is None:
+        if not Path(index_name).expanduser().exists():
+            resolve_index(index_name, obj.data_dir, progress=obj.progress)  # raises IndexNotFoundError when unknown
+        raise click.UsageError(f"--index {index_name} has no registered topics: give --topics")
+    return lookup(index_name, "topics", obj.data_dir)
+
+
 # --------------------------------------------------------------------------------------------
 @main.command()
 @click.argument("runs", nargs=-1, required=True)
@@ -190,7 +231,7 @@ def search(obj: Context, index_name: str, topics: str | None, output: Path, hits
 @click.option("-l", "--relevance-level", default=1, show_default=True, help="Smallest grade counted relevant by binary measures (trec_eval -l).")
 @click.option("-c", "--complete", is_flag=True, help="Score judged queries missing from a run as 0 (trec_eval -c).")
 @click.option("--test", type=click.Choice(["t-test", "randomization"]), default="t-test", show_default=True, help="Paired significance test.")
-@click.option("--top-k", default=None, type=int, help="Evaluate only the first K hits of each run.")
+@click.option("--top-k", default=None, type=POSITIVE, help="Evaluate only the first K hits of each run.")
 @click.option("--common-queries", is_flag=True, help="Evaluate every run on the queries all runs have (e.g. a sampled re-ranking against a full first-stage run).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True, help="Report format; json includes per-query values.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the report here (atomically) instead of stdout.")
@@ -228,10 +269,15 @@ def evaluate(obj: Context, runs: tuple[str, ...], qrels: str, baseline: str | No
         shared = set.intersection(*(set(r.qids()) for r in loaded))
         loaded = [type(r)({q: h for q, h in r.hits.items() if q in shared}) for r in loaded]
     evaluations = []
-    for name, run in zip(names, loaded):
+    for name, path, run in zip(names, paths, loaded):
         if top_k:
             run = run.top(top_k)
         evaluations.append(evaluate_run(run, judgements, parsed, relevance_level=relevance_level, complete=complete, run_name=name))
+        if not evaluations[-1].per_query:
+            from .evaluate import NoOverlapError
+
+            raise NoOverlapError(f"{path}: none of its {len(run)} queries (e.g. {', '.join(run.qids()[:3])}) is judged in --qrels {qrels} "
+                                 f"(e.g. {', '.join(list(judgements)[:3])}); every measure would be undefined")
     base_name = names[runs.index(baseline)] if baseline is not None else names[0]
     report = build_report(evaluations, base_name if len(evaluations) > 1 else None, test=test)
     text = report.render(fmt)
@@ -287,12 +333,12 @@ _SCORING_OPTIONS = [
     click.option("--attention-norm", type=click.Choice(["raw", "no-sink"]), default=None, help="Attention mass of the query rows on a passage: raw, or among all keys but the prompt's first token (the attention sink) [default: the trained file's, else raw]."),
     click.option("--batch-size", default=None, type=click.IntRange(min=1), help="--mode pointwise: candidates of one query per forward pass, padded (same scores; 4-8 is fastest on a CPU) [default: 5 pointwise; listwise prompts are scored one at a time]."),
     click.option("--doc-max-tokens", default=None, type=click.IntRange(min=0), help="Truncate each document to this many tokens (counted; 0: no limit) [default: the trained file's, else 256]."),
-    click.option("--max-context", default=None, type=int, help="Token budget of one prompt; longer lists are split into windows [default: the model's context]."),
+    click.option("--max-context", default=None, type=POSITIVE, help="Token budget of one prompt; longer lists are split into windows [default: the model's context]."),
     click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1..."),
     click.option("--dtype", default="float32", show_default=True, help="float32 (CPU), bfloat16 or float16 (GPU)."),
     click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Score cache folder [default: <cache dir>/scores]."),
     click.option("--on-missing", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="A candidate without text: fail, or keep it unscored below the scored ones (counted)."),
-    click.option("--sample", default=None, type=int, help="Only a fixed random sample of this many queries (chosen by --seed and qid alone)."),
+    click.option("--sample", default=None, type=POSITIVE, help="Only a fixed random sample of this many queries (chosen by --seed and qid alone)."),
     click.option("--seed", default=0, show_default=True, help="Seed of --sample."),
     click.option("--sample-offset", default=0, show_default=True, type=click.IntRange(min=0), help="Skip the first N queries of the --sample order: --sample 100 --sample-offset 200 is disjoint from --sample 200 (a validation split)."),
     click.option("--workers", default=None, type=click.IntRange(min=1), help="Score on N Ray workers, each loading the model once (needs the ray extra: pip install 'routehead-pyserini[ray]'); the run written is identical to one process's [default: score in this process]."),
@@ -301,6 +347,31 @@ _SCORING_OPTIONS = [
     click.option("--worker-gpus", default=0.0, show_default=True, type=click.FloatRange(min=0), help="--workers: GPUs Ray reserves per worker (with --device cuda)."),
     click.option("--worker-batch", default=2, show_default=True, type=click.IntRange(min=1), help="--workers: queries per task sent to a worker (a dead worker's task is retried on another)."),
 ]
+
+
+def _check_heads(value: str) -> str:
+    """--heads: parse it now, so a bad list or a damaged head-set file fails before the model loads."""
+    from .heads import parse_heads
+
+    parse_heads(value)  # a HeadSetError names the file
+    return value
+
+
+def _check_router(value: str | None) -> str | None:
+    """--router: a file that cannot be a router file fails before the model loads."""
+    if value is not None:
+        from .router import sniff_router_file
+
+        with open(value, "rb") as handle:
+            sniff_router_file(value, handle.read(64))
+    return value
+
+
+def _describe_scoring(description: dict) -> str:
+    """The re-ranker's settings as one log line: ``model (fingerprint), heads, key=value ...``."""
+    settings = " ".join(f"{k.replace('_', '-')}={v}" for k, v in description.get("settings", {}).items() if v is not None)
+    return (f"{description.get('model')} ({description.get('fingerprint')}); heads: {description.get('heads')}; "
+            f"{settings}; max-context={description.get('max_context')}")
 
 
 def scoring_options(command):
@@ -371,7 +442,7 @@ def _scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, rout
     else:
         reranker = Reranker(opts["model"], heads, settings=settings, device=opts["device"], dtype=opts["dtype"], batch_size=_batch_size(opts, settings),
                             cache=cache_arg, router=trained)
-    logger.info("scoring with %s", reranker.describe())
+    logger.info("scoring with %s", _describe_scoring(reranker.describe()))
     return ScoringJob(reranker, run, topic_map, texts, opts["top_k"], opts["on_missing"])
 
 
@@ -396,8 +467,8 @@ def _distributed_reranker(opts: dict, model_name: str, heads: str, settings, cac
 @main.command()
 @scoring_options
 @click.option("--preset", default=None, help="A trained configuration shipped in the package, by name (`routehead-pyserini presets` lists them with their scores) [default: the best one for --model].")
-@click.option("--heads", default=None, help="'all' (ICR), 'layer.head' pairs like '14.3,15.0', or a head-set file (e.g. from train-weights); its recorded prompt settings are used.")
-@click.option("--router", "router_path", default=None, type=click.Path(exists=True, dir_okay=False), help="A router file (routehead-pyserini train, learned or --knn; train-soft-router): each query gets its own head set.")
+@click.option("--heads", default=None, callback=lambda _c, _p, v: None if v is None else _check_heads(v), help="'all' (ICR), 'layer.head' pairs like '14.3,15.0', or a head-set file (e.g. from train-weights); its recorded prompt settings are used.")
+@click.option("--router", "router_path", default=None, type=click.Path(exists=True, dir_okay=False), callback=lambda _c, _p, v: _check_router(v), help="A router file (routehead-pyserini train, learned or --knn; train-soft-router): each query gets its own head set.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Re-ranked TREC run to write (atomically).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the per-head score cache (no resume).")
 @click.option("--run-tag", default=None, help="Last column of the run [default: routehead-<model>].")
@@ -519,7 +590,7 @@ def _dense_rerank(obj: Context, opts: dict, dense_model: str, batch_size: int, o
 @scoring_options
 @click.option("--qrels", required=True, help="Qrels file or registry name.")
 @click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the runs, heads.json and report.md.")
-@click.option("--folds", default=5, show_default=True, help="Cross-validation folds for the best single head.")
+@click.option("--folds", default=5, show_default=True, type=FOLDS, help="Cross-validation folds for the best single head.")
 @click.option("-l", "--relevance-level", default=1, show_default=True, help="trec_eval -l for the binary measures of the report.")
 @click.pass_obj
 def analyze_heads(obj: Context, qrels: str, output_dir: Path, folds: int, relevance_level: int, **opts) -> None:
@@ -553,8 +624,8 @@ def _text_source(obj: Context, index_name, corpus, candidates, topics):
 @scoring_options
 @click.option("--qrels", required=True, help="Qrels of the training queries (file or registry name).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Labels file to write (JSONL).")
-@click.option("--beam", default=4, show_default=True, help="Beam width of the forward selection.")
-@click.option("--max-size", default=8, show_default=True, help="Largest head set searched.")
+@click.option("--beam", default=4, show_default=True, type=POSITIVE, help="Beam width of the forward selection.")
+@click.option("--max-size", default=8, show_default=True, type=POSITIVE, help="Largest head set searched.")
 @click.option("--normalise", type=click.Choice(["zscore", "none"]), default="zscore", show_default=True, help="Per-head normalisation within a query before heads are summed.")
 @click.option("--static-heads", default=None, help="Also write the QRHead-style static head set (top --static-k heads by mean single-head nDCG@10 over these queries) here; '{k}' in the path is replaced by the size.")
 @click.option("--static-k", default="16", show_default=True, help="Size(s) of the static head set, comma-separated (1 gives the best single head).")
@@ -575,8 +646,8 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
     from .registry import lookup
     from .trec import read_qrels
 
+    judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))  # a bad file fails before the model loads
     job = _scoring_job(obj, opts)
-    judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))
     entries = (scores for _, scores, _, _ in job.reranker.iter_scores(job.run, job.topics, job.texts, top_k=job.top_k,
                                                                      on_missing=job.on_missing, progress=obj.progress)
                if scores is not None)
@@ -628,13 +699,13 @@ def fusion_options(command):
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Router checkpoint to write.")
 @click.option("--model", default=None, help="The LLM the labels were made with [default: the one named in the labels file].")
 @query_embedding_options
-@click.option("--head-dim", default=64, show_default=True, help="Size of the per-head embeddings.")
+@click.option("--head-dim", default=64, show_default=True, type=POSITIVE, help="Size of the per-head embeddings.")
 @click.option("--sparsity", default=0.1, show_default=True, help="Weight of the sparsity regulariser (mean routing probability).")
-@click.option("--epochs", default=300, show_default=True, help="Maximum epochs (early stopping on validation loss).")
-@click.option("--patience", default=30, show_default=True, help="Epochs without validation improvement before stopping.")
+@click.option("--epochs", default=300, show_default=True, type=POSITIVE, help="Maximum epochs (early stopping on validation loss).")
+@click.option("--patience", default=30, show_default=True, type=POSITIVE, help="Epochs without validation improvement before stopping.")
 @click.option("--targets", type=click.Choice(["soft", "set", "tied"]), default="soft", show_default=True, help="What the router learns per training query: soft = every head's own nDCG@10 (graded, no arbitrary tie-breaks); set = the searched label set (the paper's pseudo label); tied = all heads tied at the best single-head nDCG@10.")
-@click.option("--top-k", default=None, type=int, help="Heads routed per query at inference [default: 16 for soft targets (the static set's size), else the mean label-set size].")
-@click.option("--val-fraction", default=0.2, show_default=True, help="Share of training queries held out for early stopping (fixed by qid hash).")
+@click.option("--top-k", default=None, type=POSITIVE, help="Heads routed per query at inference [default: 16 for soft targets (the static set's size), else the mean label-set size].")
+@click.option("--val-fraction", default=0.2, show_default=True, type=FRACTION, help="Share of training queries held out for early stopping (fixed by qid hash).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the split and of training.")
 @click.option("--knn", "knn", default=None, type=click.IntRange(min=1), help="Build the nearest-neighbour baseline with this many neighbours instead of training (no split, no epochs).")
 @click.option("--knn-vote", type=click.Choice(["count", "similarity"]), default="count", show_default=True, help="--knn: each neighbour votes 1, or its cosine similarity (>= 0), for every head of its label.")
@@ -708,12 +779,12 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
 @click.option("--loss", type=click.Choice(["pairwise", "pointwise", "listwise"]), default="pairwise", show_default=True, help="RankNet pairs, logistic regression on relevant/not, or ListNet (top one).")
 @click.option("--penalty", type=click.Choice(["l1", "l2"]), default="l1", show_default=True, help="Regularisation of the weights (l1 keeps few heads).")
 @click.option("--lambdas", default=None, help="Comma-separated regularisation strengths to cross-validate [default: 10 values from the l1 lambda_max down 1000x; l2: 10 .. 1e-4].")
-@click.option("--folds", default=5, show_default=True, help="Cross-validation folds over training queries for choosing lambda (objective: mean nDCG@10).")
+@click.option("--folds", default=5, show_default=True, type=FOLDS, help="Cross-validation folds over training queries for choosing lambda (objective: mean nDCG@10).")
 @click.option("--fold-seed", default=0, show_default=True, help="Seed of the fold assignment (a hash of seed and qid).")
 @fusion_options
 @click.option("-l", "--relevance-level", default=1, show_default=True, help="--loss pointwise: the smallest grade counted as a positive.")
 @click.option("--cv-run", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a run of these queries, each re-ranked by weights trained without its outer fold (lambda chosen inside the other folds).")
-@click.option("--outer-folds", default=5, show_default=True, help="--cv-run: number of outer folds (assigned with --fold-seed).")
+@click.option("--outer-folds", default=5, show_default=True, type=FOLDS, help="--cv-run: number of outer folds (assigned with --fold-seed).")
 @click.option("--collections", "collections_path", default=None, type=click.Path(exists=True, dir_okay=False), help="Train on several judged collections at once (YAML, see pipelines/collections.yaml) instead of --run/--qrels; lambda is then chosen by leaving one collection out at a time.")
 @click.pass_obj
 def train_weights_cmd(obj: Context, qrels: str | None, output: Path, loss: str, penalty: str, lambdas: str | None, folds: int, fold_seed: int, fuse: bool, fuse_dense: bool, relevance_level: int, cv_run: Path | None, outer_folds: int, collections_path: str | None, **opts) -> None:
@@ -750,7 +821,8 @@ def train_weights_cmd(obj: Context, qrels: str | None, output: Path, loss: str, 
     best = next(p for p in learned.cv if p.lam == learned.lam)
     fused = ("" if not fuse else f", first-stage weight {learned.fuse_weight:.4f}") + (
         "" if not fuse_dense else f", dense weight {learned.dense_weight:.4f}")
-    click.echo(f"wrote {output}: {learned.training_queries} training queries, lambda {learned.lam:.4g} (CV nDCG@10 {best.ndcg:.4f}), "
+    cv = f"CV nDCG@10 {best.ndcg:.4f}" if len(learned.cv) > 1 else "one --lambdas value: CV skipped"
+    click.echo(f"wrote {output}: {learned.training_queries} training queries, lambda {learned.lam:.4g} ({cv}), "
                f"{int((learned.head_weights != 0).sum())} of {learned.head_weights.numel()} heads weighted{fused}")
     if cv_run:
         predicted, _ = nested_cv_predictions(dataset, data.features(), config, outer_folds=outer_folds, seed=fold_seed)
@@ -852,15 +924,15 @@ def _ranking_data(obj: Context, job: ScoringJob, qrels: str, *, fuse: bool, fuse
 @click.option("--sparsity", default=1e-3, show_default=True, help="Weight of the L1 regulariser on each query's head weights (mean over queries of sum |w|).")
 @fusion_options
 @query_embedding_options
-@click.option("--head-dim", default=16, show_default=True, help="Size of the per-head embeddings.")
-@click.option("--route-k", default=16, show_default=True, help="Heads kept per query at inference (by |weight|).")
-@click.option("--epochs", default=300, show_default=True, help="Maximum epochs (full batch; early stopping on the validation objective).")
-@click.option("--patience", default=30, show_default=True, help="Epochs without validation improvement before stopping.")
-@click.option("--val-fraction", default=0.2, show_default=True, help="Share of training queries held out for early stopping (fixed by qid hash).")
+@click.option("--head-dim", default=16, show_default=True, type=POSITIVE, help="Size of the per-head embeddings.")
+@click.option("--route-k", default=16, show_default=True, type=POSITIVE, help="Heads kept per query at inference (by |weight|).")
+@click.option("--epochs", default=300, show_default=True, type=POSITIVE, help="Maximum epochs (full batch; early stopping on the validation objective).")
+@click.option("--patience", default=30, show_default=True, type=POSITIVE, help="Epochs without validation improvement before stopping.")
+@click.option("--val-fraction", default=0.2, show_default=True, type=FRACTION, help="Share of training queries held out for early stopping (fixed by qid hash).")
 @click.option("--router-seed", default=0, show_default=True, help="Seed of the validation split and of training.")
 @click.option("-l", "--relevance-level", default=1, show_default=True, help="--loss pointwise: the smallest grade counted as a positive.")
 @click.option("--cv-run", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a run of these queries, each ranked by a router trained without its outer fold.")
-@click.option("--outer-folds", default=5, show_default=True, help="--cv-run: number of outer folds.")
+@click.option("--outer-folds", default=5, show_default=True, type=FOLDS, help="--cv-run: number of outer folds.")
 @click.option("--fold-seed", default=0, show_default=True, help="--cv-run: seed of the fold assignment (a hash of seed and qid).")
 @click.pass_obj
 def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, sparsity: float, fuse: bool, fuse_dense: bool, layer: int | None, pooling: str, head_dim: int, route_k: int, epochs: int, patience: int, val_fraction: float, router_seed: int, relevance_level: int, cv_run: Path | None, outer_folds: int, fold_seed: int, **opts) -> None:
@@ -1029,7 +1101,7 @@ def presets_cmd(model: str | None, as_json: bool) -> None:
 @main.command("random-order")
 @click.argument("run")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="TREC run to write.")
-@click.option("--top-k", default=None, type=int, help="Shuffle only the first K hits of each query (the rest keep their order) [default: all].")
+@click.option("--top-k", default=None, type=POSITIVE, help="Shuffle only the first K hits of each query (the rest keep their order) [default: all].")
 @click.option("--seed", default=0, show_default=True, help="Seed; the order of a query depends only on (seed, qid).")
 @click.pass_obj
 def random_order_cmd(obj: Context, run: str, output: Path, top_k: int | None, seed: int) -> None:
@@ -1046,7 +1118,7 @@ def random_order_cmd(obj: Context, run: str, output: Path, top_k: int | None, se
 # --------------------------------------------------------------------------------------------
 @main.command()
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True, help="Folder for the index, the runs and report.md.")
-@click.option("--hits", default=20, show_default=True, help="BM25 depth: the candidate list the re-ranker sees.")
+@click.option("--hits", default=20, show_default=True, type=POSITIVE, help="BM25 depth: the candidate list the re-ranker sees.")
 @click.option("--model", default="smollm2-135m", show_default=True, help="LLM for the ICR rows; 'none' skips them.")
 @click.pass_obj
 def demo(obj: Context, output_dir: Path, hits: int, model: str) -> None:
@@ -1069,7 +1141,7 @@ def demo(obj: Context, output_dir: Path, hits: int, model: str) -> None:
 @click.option("--run", "run_name", default=None, help="A router SOURCE: route only the queries of this run (file or registry name).")
 @click.option("--overlay", default=None, type=click.Path(exists=True, dir_okay=False), help="A static head-set file to compare with and mark on the plot.")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also draw a layer x head PNG here.")
-@click.option("--top", default=15, show_default=True, help="A router SOURCE: list this many of the most routed heads.")
+@click.option("--top", default=15, show_default=True, type=POSITIVE, help="A router SOURCE: list this many of the most routed heads.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.pass_obj
 def heads_cmd(obj: Context, source: str, topics: str | None, run_name: str | None, overlay: str | None, plot: Path | None, top: int, as_json: bool) -> None:
@@ -1089,7 +1161,12 @@ def heads_cmd(obj: Context, source: str, topics: str | None, run_name: str | Non
 
     static = read_head_set(overlay) if overlay else None
     with open(source, "rb") as handle:  # head-set files are JSON; router files are torch archives
-        head_set = read_head_set(source) if handle.read(64).lstrip().startswith(b"{") else None
+        start = handle.read(64)
+    head_set = read_head_set(source) if start.lstrip().startswith(b"{") else None
+    if head_set is None:
+        from .router import sniff_router_file
+
+        sniff_router_file(source, start, "neither a head-set file (JSON) nor ")
     if head_set is not None:
         if topics or run_name:
             raise click.UsageError(f"{source} is a head-set file: --topics and --run are for routers")

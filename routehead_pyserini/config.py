@@ -2,8 +2,11 @@
 
 Both are plain settings resolved at call time (no module-level state):
 
-- data directory: ``--data-dir`` on the CLI, else ``$ROUTEHEAD_DATA_DIR``, else ``../shared/data``
-  relative to the working directory (the layout of a checkout beside ``shared/``).
+- data directory, never relative to the working directory: ``--data-dir`` on the CLI, else
+  ``$ROUTEHEAD_DATA_DIR``, else ``shared/data`` beside the checkout that holds this package (the
+  folder above the repository root, found from this file's own path; a development layout), when
+  that folder exists, else the user data folder ``$XDG_DATA_HOME/routehead-pyserini`` (default
+  ``~/.local/share/routehead-pyserini``). The README's "Getting the data" says what goes there.
 - cache directory: ``$ROUTEHEAD_CACHE_DIR``, else ``$XDG_CACHE_HOME/routehead-pyserini``, else
   ``~/.cache/routehead-pyserini``. Converted model weights (``models/``), indexes built from
   registered corpora (``indexes/``) and per-head score caches (``scores/``, or
@@ -17,17 +20,28 @@ from pathlib import Path
 DATA_DIR_ENV = "ROUTEHEAD_DATA_DIR"
 CACHE_DIR_ENV = "ROUTEHEAD_CACHE_DIR"
 SCORE_CACHE_ENV = "ROUTEHEAD_SCORE_CACHE_DIR"
-DEFAULT_DATA_DIR = Path("..") / "shared" / "data"
+CHECKOUT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA_DIR_HELP = (f"--data-dir, else ${DATA_DIR_ENV}, else shared/data beside this checkout ({CHECKOUT_DATA_DIR}) "
+                 "when it exists, else ~/.local/share/routehead-pyserini")
+
+
+def user_data_dir() -> Path:
+    """``$XDG_DATA_HOME/routehead-pyserini``, default ``~/.local/share/routehead-pyserini``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "routehead-pyserini"
 
 
 def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """The benchmark data directory: explicit override, then the environment, then the default."""
+    """The benchmark data directory: explicit override, then the environment, then the checkout's
+    ``../shared/data`` (from this package's path, not the working directory), then the user data folder."""
     if override:
         return Path(override).expanduser()
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    return DEFAULT_DATA_DIR
+    if CHECKOUT_DATA_DIR.is_dir():
+        return CHECKOUT_DATA_DIR
+    return user_data_dir()
 
 
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .trec import TrecFormatError, iter_jsonl
+from .trec import EmptyInputError, TrecFormatError, iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,15 @@ def parse_document(obj: dict) -> Document:
 
 
 def read_corpus(path: str | os.PathLike[str]) -> Iterator[Document]:
-    """Stream the documents of a JSONL corpus, naming file and line on a malformed one."""
+    """Stream the documents of a JSONL corpus, naming file and line on a malformed one; a corpus
+    without documents is an error."""
+    count = 0
     for line_no, obj, line in iter_jsonl(path):
         try:
-            yield parse_document(obj)
+            document = parse_document(obj)
         except (KeyError, AttributeError, TypeError) as exc:
             raise TrecFormatError(path, line_no, f"not a document: {exc}", line) from None
+        count += 1
+        yield document
+    if not count:
+        raise EmptyInputError(path, "documents")

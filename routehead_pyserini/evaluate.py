@@ -34,6 +34,10 @@ class MeasureError(UserError, ValueError):
     """An unknown or malformed measure name."""
 
 
+class NoOverlapError(UserError, ValueError):
+    """A run none of whose queries is judged: every measure would be undefined."""
+
+
 @dataclass(frozen=True)
 class Measure:
     """A ranking measure, e.g. ``Measure("nDCG", 10)``; ``str()`` gives back ``nDCG@10``."""

@@ -1,14 +1,50 @@
 """Atomic file output: write to a temporary file in the target folder, then rename over the target.
 
 A reader never sees a half-written file, and an interrupted job leaves the previous file intact.
+Outputs get the mode a plain ``open()`` would give (0644 files and 0755 folders under umask 022;
+a replaced file keeps its mode), not the 0600/0700 of temporary files. A folder that cannot be
+written is an :class:`OutputError` naming the output.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Iterator
+
+from .errors import UserError
+
+_UMASK_LOCK = threading.Lock()
+
+
+class OutputError(UserError, OSError):
+    """An output that cannot be written (a read-only or missing folder, a full disk...)."""
+
+
+def _umask() -> int:
+    with _UMASK_LOCK:  # reading the umask means setting it: keep the two calls together
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _output_mode(target: Path, directory: bool) -> int:
+    """The mode of a new file or folder under the current umask, or the mode of the file it replaces."""
+    with contextlib.suppress(OSError):
+        if not directory and target.is_file():
+            return stat.S_IMODE(target.stat().st_mode)
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def _cannot_write(target: Path, exc: OSError) -> OutputError:
+    if isinstance(exc, FileExistsError) and exc.filename:  # mkdir over a file
+        return OutputError(f"cannot write {target}: {exc.filename} is a file, not a folder")
+    name = Path(str(exc.filename or target)).name
+    where = "" if name == target.name or name.startswith(f".{target.name}.") else f" ({exc.filename})"  # not our temp file
+    return OutputError(f"cannot write {target}: {exc.strerror or exc}{where}")
 
 
 @contextlib.contextmanager
@@ -18,15 +54,22 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", encoding: str | N
     On an exception the temporary file is removed and ``path`` is left as it was.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     binary = "b" in mode
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _cannot_write(target, exc) from exc
+    try:
+        os.fchmod(fd, _output_mode(target, directory=False))
         with os.fdopen(fd, mode, encoding=None if binary else encoding, newline=None if binary else "\n") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:  # e.g. the target is a folder
+            raise _cannot_write(target, exc) from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -52,8 +95,12 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     import shutil
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        os.chmod(tmp_dir, _output_mode(path, directory=True))
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
     try:
         yield tmp_dir
         if path.exists():

@@ -146,6 +146,8 @@ def read_head_set(path: str | os.PathLike[str]) -> HeadSet:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise HeadSetError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise HeadSetError(f"{path}: not a head-set file (not UTF-8 JSON text; a binary file?)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise HeadSetError(f"{path}: not a head-set file (expected \"format\": \"{FORMAT}\")")
     heads = data.get("heads")

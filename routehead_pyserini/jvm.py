@@ -94,6 +94,20 @@ def _preflight(java_home: Path, heap: str) -> int | None:
     return None
 
 
+def _signal_options() -> list[str]:
+    """JVM options that leave termination to Python and keep crash logs out of the working folder.
+
+    ``-Xrs``: the JVM installs no SIGINT/SIGTERM/SIGHUP handlers, so Python's (the CLI turns SIGTERM
+    into KeyboardInterrupt) run and outputs are left as they were, instead of the JVM exiting the
+    process under running threads. ``-XX:ErrorFile``: a fatal-error log, if any, goes to the temp
+    folder, never ``hs_err_pid*.log`` in the working folder; no core dump either.
+    """
+    import tempfile
+
+    error_file = Path(tempfile.gettempdir()) / "routehead-hs_err_pid%p.log"
+    return ["-Xrs", f"-XX:ErrorFile={error_file}", "-XX:-CreateCoredumpOnCrash"]
+
+
 def ensure_jvm(heap: str | None = None) -> JavaSetup:
     """Start the JVM once for this process (idempotent) and return what it was started with.
 
@@ -116,7 +130,7 @@ def ensure_jvm(heap: str | None = None) -> JavaSetup:
         )
     os.environ["JAVA_HOME"] = str(setup.java_home)
     jnius_config.add_classpath(str(setup.fat_jar))
-    jnius_config.add_options(f"-Xmx{setup.heap}")
+    jnius_config.add_options(f"-Xmx{setup.heap}", *_signal_options())
     try:
         import jnius  # noqa: F401  (importing jnius boots the JVM)
     except Exception as exc:  # pragma: no cover - depends on the machine

@@ -289,7 +289,9 @@ def write_labels(labels: Labels, path: str | os.PathLike[str]) -> None:
 
 def read_labels(path: str | os.PathLike[str]) -> Labels:
     """Read a labels file written by :func:`write_labels`."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    from .trec import read_text
+
+    lines = read_text(path).splitlines()  # bytes that are not UTF-8: an error naming file and line
     try:
         header = json.loads(lines[0]) if lines else None
     except json.JSONDecodeError:

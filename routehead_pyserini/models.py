@@ -257,7 +257,30 @@ def _hub_source(repo: str) -> tuple[str, bool, str]:
     cached = isinstance(try_to_load_from_cache(repo, "config.json"), str)
     if not cached and _offline():
         raise ModelLoadError(_not_available_message(repo, "offline mode is set and it is not in the local cache"))
+    if not cached:
+        unreachable = _hub_unreachable()
+        if unreachable:  # fail in seconds, not after the hub client's retries
+            raise ModelLoadError(_not_available_message(repo, f"it is not in the local cache and {unreachable}"))
     return repo, cached or _offline(), f"hf:{repo}"
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the model hub cannot be reached (a quick TCP connect to its endpoint), or None when it can
+    (or when a proxy is set, which a direct connect cannot judge)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"the hub ({host}) cannot be reached ({error.strerror or error})"
+    return None
 
 
 def _offline() -> bool:

@@ -53,6 +53,7 @@ import yaml
 
 from . import manifest
 from .errors import UserError
+from .trec import read_text
 
 logger = logging.getLogger(__name__)
 # what a stage printed: already on the console, so it goes to the run's log file only
@@ -221,7 +222,7 @@ class _Loader:
         if not self.path.is_file():
             raise PipelineError(f"{self.path}: pipeline file not found")
         try:
-            raw = yaml.safe_load(self.path.read_text(encoding="utf-8"))
+            raw = yaml.safe_load(read_text(self.path))  # not UTF-8: an error naming file and line
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f" at line {mark.line + 1}" if mark is not None else ""

@@ -27,12 +27,36 @@ import yaml
 from . import config
 from .files import atomic_write_text
 from .errors import UserError
+from .trec import read_text
 
 logger = logging.getLogger(__name__)
 
 REGISTRY_ENV = "ROUTEHEAD_REGISTRY"
 FIELDS = ("corpus", "index", "topics", "qrels", "run")
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+# Where each built-in benchmark comes from (README "Getting the data" has the details and the layout).
+SOURCES = {
+    "trec-dl-2019": "Pyserini topics/qrels 'dl19-passage', BM25 run over the prebuilt 'msmarco-v1-passage', "
+                    "passage text from ir_datasets 'msmarco-passage/trec-dl-2019/judged'",
+    "scifact": "ir_datasets 'beir/scifact/train' or BEIR's scifact.zip (corpus.jsonl, queries.jsonl, qrels/train.tsv)",
+    "vaswani": "ir_datasets 'vaswani'",
+    "cranfield": "ir_datasets 'cranfield' (qrels gain = 5 - code, -1 -> 0)",
+    "cacm": "Anserini's topics.cacm.txt and qrels.cacm.txt, documents from the Glasgow test collections' cacm.all",
+    "medline": "the Glasgow test collection MED (MED.ALL, MED.QRY, MED.REL)",
+    "adi": "the Glasgow test collection ADI (ADI.ALL, ADI.QRY, ADI.REL)",
+    "lisa": "the Glasgow test collection LISA (LISA*, LISA.QUE, LISARJ.NUM)",
+}
+
+
+def how_to_get(name: str, data_dir: str | os.PathLike[str] | None = None) -> str:
+    """One line saying where a registered benchmark's files go and where to get them."""
+    source = SOURCES.get(name)
+    where = f"put its files in {config.data_dir(data_dir) / name}/"
+    hint = f"{where} (from {source})" if source else where
+    return (f"{hint}, or point --data-dir / ${config.DATA_DIR_ENV} at a folder that has {name}/; "
+            "README 'Getting the data' has the layout")
 
 
 class IndexNotFoundError(UserError, FileNotFoundError):
@@ -67,7 +91,7 @@ def _load_yaml(path: Path) -> dict[str, dict[str, str]]:
     if not path.exists():
         return {}
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as exc:
         raise RegistryError(f"{path}: invalid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -129,7 +153,8 @@ def lookup(name: str, field: str, data_dir: str | os.PathLike[str] | None = None
     if value is None:
         raise RegistryError(f"registry entry {name!r} has no {field}")
     if not value.exists():
-        raise FileNotFoundError(f"registry entry {name!r}: {field} {value} does not exist (data directory: {config.data_dir(data_dir)}; set --data-dir or ${config.DATA_DIR_ENV})")
+        raise FileNotFoundError(f"registry entry {name!r}: {field} {value} does not exist (data directory: "
+                                f"{config.data_dir(data_dir)}): {how_to_get(name, data_dir)}")
     return value
 
 
@@ -157,7 +182,7 @@ def resolve_index(
             return entry.index
         raise IndexNotFoundError(
             f"Index {name!r} is registered at {entry.index}, which does not exist, and its corpus "
-            f"{entry.corpus} is missing (data directory: {config.data_dir(data_dir)})."
+            f"{entry.corpus} is missing (data directory: {config.data_dir(data_dir)}): {how_to_get(name, data_dir)}."
         )
     return _prebuilt_index(name)
 
@@ -165,12 +190,13 @@ def resolve_index(
 def _prebuilt_index(name: str) -> Path:
     """Pyserini's prebuilt index ``name`` (downloaded to Pyserini's cache), or a clear error."""
     hint = (
-        f"Build one from a JSONL corpus and register the name:\n"
-        f"  routehead-pyserini index --corpus corpus.jsonl --index indexes/{name} --name {name}\n"
-        f"or pass an index folder to --index. `routehead-pyserini datasets` lists the registered names."
+        f"Build one from a JSONL corpus and register the name (`routehead-pyserini index --corpus corpus.jsonl "
+        f"--index indexes/{name} --name {name}`), or pass an index folder to --index; "
+        f"`routehead-pyserini datasets` lists the registered names."
     )
     if "/" in name or os.sep in name:
-        raise IndexNotFoundError(f"Index folder {name} does not exist. {hint}")
+        raise IndexNotFoundError(f"Index folder {name} does not exist: build it with `routehead-pyserini index --corpus "
+                                 f"corpus.jsonl --index {name}`, or give a registered name (`routehead-pyserini datasets` lists them).")
     from .jvm import ensure_jvm
 
     ensure_jvm()

@@ -522,14 +522,43 @@ def _check_plain(value: Any, where: str) -> None:
                       "(use str, numbers, bools, None, lists and dicts)")
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
+def sniff_router_file(path: str | os.PathLike[str], start: bytes, prefix: str = "not ") -> None:
+    """Raise :class:`RouterError` when ``start`` (the file's first bytes) cannot begin a router file,
+    saying what the file looks like instead."""
+    if start.startswith(ZIP_MAGIC):
+        return
+    if not start:
+        what = "it is empty"
+    elif start.lstrip().startswith((b"{", b"[")):
+        what = "it looks like JSON"
+    else:
+        try:
+            what = f"it is text starting {start.decode('utf-8').splitlines()[0][:40]!r}"
+        except (UnicodeDecodeError, IndexError):
+            what = f"it starts with bytes {start[:8].hex(' ')}"
+    raise RouterError(f"{path}: {prefix}a router file (a torch archive written by `train`): {what}")
+
+
 def read_router_file(path: str | os.PathLike[str]) -> Any:
     """The contents of a router file of any kind (``weights_only=True``)."""
     try:
+        with open(path, "rb") as handle:
+            sniff_router_file(path, handle.read(64))
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RouterError(f"router file not found: {path}") from None
+    except RouterError:
+        raise
     except Exception as error:  # unpickling raises many types for a file that is not ours
-        raise RouterError(f"{path}: not a router file ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+        text = str(error)
+        if text.startswith("Weights only load failed"):  # torch's advice to load unsafely is not ours to pass on
+            why = "it holds objects other than tensors and plain values, which are never loaded"
+        else:
+            why = text.split(". ")[0].splitlines()[0] if text else type(error).__name__
+        raise RouterError(f"{path}: a damaged or foreign torch archive, not a router file ({why})") from None
 
 
 def load_any_router(path: str | os.PathLike[str], *, model: LoadedModel | None = None):

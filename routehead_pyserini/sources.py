@@ -68,6 +68,8 @@ def text_source(spec: TextSpec, data_dir: str | os.PathLike[str] | None = None, 
                 raise TrecFormatError(spec.candidates, line_no, "a candidate needs 'docid' and 'text' (and 'qid', 'query')", line)
             docs[str(row["docid"])] = Document(str(row["docid"]), str(row["text"]), str(row.get("title") or ""))
             if "qid" in row and "query" in row:
+                if not str(row["query"]).strip():
+                    raise TrecFormatError(spec.candidates, line_no, f"query {row['qid']} has empty text", line)
                 queries[str(row["qid"])] = str(row["query"])
         return DictTexts(docs, str(spec.candidates)), topic_map or queries
     if spec.corpus:

@@ -54,6 +54,32 @@ class TrecFormatError(UserError, ValueError):
         super().__init__(text)
 
 
+class EmptyInputError(UserError, ValueError):
+    """A run, qrels, topics or corpus file with nothing in it (an error, not an empty result)."""
+
+    def __init__(self, path: PathLike, what: str):
+        self.path = str(path)
+        super().__init__(f"{path}: no {what} in the file (it is empty or has only blank or comment lines)")
+
+
+def iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a UTF-8 file; bytes that are not UTF-8 are an error
+    naming the file and line (a binary, compressed or differently encoded file)."""
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                yield line_no, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TrecFormatError(
+                    path, line_no, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                    "a binary or compressed file, or another encoding?") from None
+
+
+def read_text(path: PathLike) -> str:
+    """The whole of a UTF-8 text file, with the same error as :func:`iter_lines` for other bytes."""
+    return "".join(line for _, line in iter_lines(path))
+
+
 @dataclass(frozen=True)
 class Hit:
     """One ranked document of one query."""
@@ -111,23 +137,24 @@ def read_run(path: PathLike, *, strict: bool = False) -> Run:
     rows: dict[str, list[tuple[float, float, str]]] = {}
     seen: set[tuple[str, str]] = set()
     duplicates = 0
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            parts = line.split()
-            if len(parts) != 6:
-                raise TrecFormatError(path, line_no, f"expected 6 fields 'qid Q0 docid rank score tag', got {len(parts)}", line)
-            qid, _, docid, rank_text, score_text, _ = parts
-            rank = _parse_float(rank_text, path, line_no, line, "rank")
-            score = _parse_float(score_text, path, line_no, line, "score")
-            if (qid, docid) in seen:
-                if strict:
-                    raise TrecFormatError(path, line_no, f"duplicate document {docid!r} for query {qid!r}", line)
-                duplicates += 1
-                continue
-            seen.add((qid, docid))
-            rows.setdefault(qid, []).append((score, rank, docid))
+    for line_no, line in iter_lines(path):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 6:
+            raise TrecFormatError(path, line_no, f"expected 6 fields 'qid Q0 docid rank score tag', got {len(parts)}", line)
+        qid, _, docid, rank_text, score_text, _ = parts
+        rank = _parse_float(rank_text, path, line_no, line, "rank")
+        score = _parse_float(score_text, path, line_no, line, "score")
+        if (qid, docid) in seen:
+            if strict:
+                raise TrecFormatError(path, line_no, f"duplicate document {docid!r} for query {qid!r}", line)
+            duplicates += 1
+            continue
+        seen.add((qid, docid))
+        rows.setdefault(qid, []).append((score, rank, docid))
+    if not rows:
+        raise EmptyInputError(path, "hits")
     if duplicates:
         logger.warning("%s: %d duplicate (qid, docid) lines ignored (first occurrence kept)", path, duplicates)
     hits = {
@@ -170,8 +197,7 @@ def read_qrels(path: PathLike) -> Qrels:
     """Read TREC or BEIR-TSV qrels into ``{qid: {docid: relevance}}``."""
     qrels: Qrels = {}
     duplicates = 0
-    with open(path, encoding="utf-8") as handle:
-        lines = list(handle)
+    lines = [line for _, line in iter_lines(path)]
     beir = bool(lines) and lines[0].split("\t")[0].strip().lower() in {"query-id", "query_id", "qid"}
     for line_no, line in enumerate(lines, start=1):
         if not line.strip() or (beir and line_no == 1):
@@ -194,6 +220,8 @@ def read_qrels(path: PathLike) -> Qrels:
         if docid in judged:
             duplicates += 1
         judged[docid] = rel
+    if not qrels:
+        raise EmptyInputError(path, "judgements")
     if duplicates:
         logger.warning("%s: %d duplicate judgements (last one kept, as trec_eval does)", path, duplicates)
     return qrels
@@ -218,8 +246,10 @@ _TREC_TITLE = re.compile(r"<title>\s*(?:Topic:)?\s*(.*?)\s*(?=<desc>|<narr>|<num
 
 def read_topics(path: PathLike) -> Topics:
     """Read topics as ``{qid: text}`` from TSV, BEIR JSONL or a TREC topics file."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_text(path)
     stripped = text.lstrip()
+    if not stripped:
+        raise EmptyInputError(path, "topics")
     if stripped.startswith("<top>") or "<top>" in stripped[:2000]:
         return _read_trec_topics(path, text)
     if stripped.startswith("{"):
@@ -242,17 +272,16 @@ def _read_trec_topics(path: PathLike, text: str) -> Topics:
 
 def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict, str]]:
     """``(line number, object, line)`` for each non-blank line of a JSONL file; bad JSON names file and line."""
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TrecFormatError(path, line_no, f"invalid JSON: {exc.msg}", line) from None
-            if not isinstance(obj, dict):
-                raise TrecFormatError(path, line_no, "expected a JSON object", line)
-            yield line_no, obj, line
+    for line_no, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TrecFormatError(path, line_no, f"invalid JSON: {exc.msg}", line) from None
+        if not isinstance(obj, dict):
+            raise TrecFormatError(path, line_no, "expected a JSON object", line)
+        yield line_no, obj, line
 
 
 def _read_jsonl_topics(path: PathLike) -> Topics:
@@ -262,6 +291,8 @@ def _read_jsonl_topics(path: PathLike) -> Topics:
         query = obj.get("text", obj.get("query", obj.get("title")))
         if qid is None or not isinstance(query, str):
             raise TrecFormatError(path, line_no, "a topic needs '_id' (or 'qid') and 'text' (or 'query')", line)
+        if not query.strip():
+            raise TrecFormatError(path, line_no, f"query {qid} has empty text", line)
         topics[str(qid)] = query
     return topics
 
@@ -274,7 +305,10 @@ def _read_tsv_topics(path: PathLike, text: str) -> Topics:
         parts = line.split("\t")
         if len(parts) < 2 or not parts[0].strip():
             raise TrecFormatError(path, line_no, "expected 'qid<TAB>query text'", line)
-        topics[parts[0].strip()] = "\t".join(parts[1:]).strip()
+        query = "\t".join(parts[1:]).strip()
+        if not query:
+            raise TrecFormatError(path, line_no, f"query {parts[0].strip()} has empty text", line)
+        topics[parts[0].strip()] = query
     return topics
 
 

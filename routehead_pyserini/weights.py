@@ -621,7 +621,7 @@ def train_weights(dataset: Dataset, config: TrainConfig = TrainConfig()) -> Lear
         points = cross_validate(dataset, config, lambdas)
     # best mean nDCG; ties (at 1e-9) to the larger lambda, which comes first
     best = max(points, key=lambda p: (round(p.ndcg, 9), p.lam)) if len(points) > 1 else points[0]
-    for p in points:
+    for p in points if len(points) > 1 else ():
         logger.info("lambda %.3g: cross-validated nDCG@%d %.4f", p.lam, config.k, p.ndcg)
     batch = make_batch(dataset.queries, dataset.n_heads)
     path = _path(batch, config, [lam for lam in lambdas if lam >= best.lam])
@@ -629,8 +629,9 @@ def train_weights(dataset: Dataset, config: TrainConfig = TrainConfig()) -> Lear
     weights = theta[: dataset.n_features].clone()
     learned = LearnedWeights(weights, dataset.shape, dataset.fuse, best.lam, config, points, len(dataset.queries),
                              dataset.skipped, _mean_ndcg(theta, dataset.queries, config.k), dataset.dense)
-    logger.info("chose lambda %.3g (cross-validated nDCG@%d %.4f); %d of %d heads weighted%s%s; training nDCG %.4f",
-                best.lam, config.k, best.ndcg, int((learned.head_weights != 0).sum()), learned.head_weights.numel(),
+    chosen = f"cross-validated nDCG@{config.k} {best.ndcg:.4f}" if len(points) > 1 else "one value: cross-validation skipped"
+    logger.info("chose lambda %.3g (%s); %d of %d heads weighted%s%s; training nDCG %.4f",
+                best.lam, chosen, int((learned.head_weights != 0).sum()), learned.head_weights.numel(),
                 "" if not dataset.fuse else f", fusion weight {learned.fuse_weight:.4f}",
                 "" if dataset.dense is None else f", dense weight {learned.dense_weight:.4f}", learned.train_ndcg)
     return learned

@@ -144,3 +144,24 @@ def test_evaluate_common_queries(cli, tmp_path):
     assert [r["queries"] for r in data["runs"]] == [1, 1]
     data = json.loads(cli("evaluate", full, part, "--qrels", DEMO_DATA / "qrels.txt", "--format", "json").output)
     assert [r["queries"] for r in data["runs"]] == [2, 1]
+
+
+def test_scoring_settings_are_one_readable_log_line():
+    from routehead_pyserini.cli import _describe_scoring
+
+    line = _describe_scoring({"model": "smollm2-135m", "fingerprint": "fp", "heads": "all heads",
+                              "settings": {"doc_max_tokens": 256, "order": "bm25", "max_context": None}, "max_context": 8192})
+    assert line == "smollm2-135m (fp); heads: all heads; doc-max-tokens=256 order=bm25; max-context=8192"
+
+
+def test_model_progress_bars_only_at_debug_and_sigterm_handler_restored(monkeypatch):
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    assert CliRunner().invoke(main, ["--log-level", "DEBUG", "datasets"]).exit_code == 0
+    assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+    assert CliRunner().invoke(main, ["datasets"]).exit_code == 0
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"  # transformers' loading bars off at INFO
+    assert signal.getsignal(signal.SIGTERM) == before  # the command's SIGTERM handler does not outlive it

@@ -77,6 +77,19 @@ def test_unknown_hub_name_offline(monkeypatch):
     assert "HF_HUB_OFFLINE" in message and "local model folder" in message and "smollm2-135m" in message
 
 
+def test_unknown_hub_name_unreachable_hub_fails_fast(monkeypatch):
+    """Not offline, not cached, the hub unreachable: an error in seconds, not after the client's retries."""
+    from huggingface_hub import constants
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
+    started = time.perf_counter()
+    with pytest.raises(ModelLoadError, match=r"routehead-tests/no-such-model.*not in the local cache and the hub \(127.0.0.1\) cannot be reached"):
+        load_model("routehead-tests/no-such-model")
+    assert time.perf_counter() - started < 10
+
+
 def test_missing_paths_and_bad_dtype(tmp_path):
     with pytest.raises(ModelLoadError, match="not found"):
         load_model(str(tmp_path / "missing"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,6 @@ from routehead_pyserini.prompt import (
 )
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DL19_TOP100 = Path(os.environ.get("ROUTEHEAD_DATA_DIR", "/work/shared/data")) / "trec-dl-2019" / "bm25_top100.jsonl"
 
 
 def _package_dir(name: str) -> str | None:
@@ -318,10 +316,9 @@ def test_unknown_format_keyword(tok):
         plan_windows(tok, "q", passages(2), max_context=1000, bogus=True)
 
 
-@pytest.mark.skipif(not DL19_TOP100.exists(), reason="DL19 BM25 candidates not available")
-def test_real_dl19_passages(tok):
+def test_real_dl19_passages(tok, shared_data):
     rows = []
-    with DL19_TOP100.open(encoding="utf-8") as handle:
+    with (shared_data / "trec-dl-2019" / "bm25_top100.jsonl").open(encoding="utf-8") as handle:
         for line in handle:
             rows.append(json.loads(line))
             if len(rows) == 20:

@@ -75,3 +75,33 @@ def test_offline_prebuilt_index_fails_loudly(jvm, monkeypatch):
     monkeypatch.setattr(pyserini.util, "download_prebuilt_index", offline)
     with pytest.raises(IndexNotFoundError, match="could not be downloaded"):
         resolve_index("msmarco-v1-passage")
+
+
+def test_data_dir_order_ignores_the_working_folder(monkeypatch, tmp_path):
+    from routehead_pyserini import config
+
+    monkeypatch.delenv(config.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)  # a cwd with no ../shared: the default must not depend on it
+    default = config.data_dir()
+    assert default.is_absolute()
+    assert default == (config.CHECKOUT_DATA_DIR if config.CHECKOUT_DATA_DIR.is_dir() else tmp_path / "xdg" / "routehead-pyserini")
+    monkeypatch.setattr(config, "CHECKOUT_DATA_DIR", tmp_path / "no-checkout")
+    assert config.data_dir() == tmp_path / "xdg" / "routehead-pyserini"
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(tmp_path / "env"))
+    assert config.data_dir() == tmp_path / "env"
+    assert config.data_dir(tmp_path / "option") == tmp_path / "option"
+
+
+def test_missing_benchmark_says_how_to_get_it(tmp_path):
+    from click.testing import CliRunner
+
+    from routehead_pyserini.cli import main
+
+    with pytest.raises(FileNotFoundError, match=r"ir_datasets 'vaswani'.*Getting the data"):
+        lookup("vaswani", "corpus", tmp_path)
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "datasets"])
+    assert result.exit_code == 0
+    listing = result.output.split("\nscifact\n")[1].split("\nvaswani\n")[0]
+    assert f"to get it: put its files in {tmp_path / 'scifact'}/ (from ir_datasets 'beir/scifact/train'" in listing
+    assert "to get it" not in result.output.split("\ndemo\n")[1].split("\nlisa\n")[0]  # shipped in the package

@@ -231,3 +231,15 @@ def test_train_weights_and_fused_rerank_on_the_demo(smollm2, demo_cli, tmp_path)
     assert "16 queries from the score cache" in reranked.output
     bad = CliRunner().invoke(main, ["train-weights", *map(str, common), "--qrels", "demo", "-o", str(weights), "--lambdas", "1,-2"])
     assert bad.exit_code != 0 and "lambdas" in bad.output
+
+
+def test_one_lambda_skips_cross_validation_and_says_so(caplog):
+    """One --lambdas value: nothing to choose, so no CV, and no 'nan' logged as if it were a result."""
+    import logging
+
+    entries, qrels = synthetic(12)
+    with caplog.at_level(logging.INFO, logger="routehead_pyserini.weights"):
+        learned = train_weights(build_dataset(entries, qrels, fuse=True), TrainConfig(folds=3, lambdas=(0.01,)))
+    assert learned.lam == 0.01
+    assert "one value: cross-validation skipped" in caplog.text
+    assert "nan" not in caplog.text
