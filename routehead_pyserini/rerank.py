@@ -55,7 +55,7 @@ from .corpus import Document
 from .errors import UserError
 from .heads import HeadSet, aggregate, parse_heads
 from .prompt import DEFAULT_DOC_MAX_TOKENS, as_document, build_pointwise_prompts, build_windows
-from .scoring import score_prompts
+from .scoring import PrefixCache, score_prompts
 from .search import UnknownDocumentError
 from .sources import DictTexts  # noqa: F401  (re-exported: the in-memory text source)
 from .trec import Hit, Run
@@ -210,6 +210,7 @@ class Reranker:
         cache: bool | str = True,
         router=None,
         batch_size: int = 1,
+        share_prefix: bool = True,
     ):
         from .models import LoadedModel, load_model
 
@@ -229,6 +230,8 @@ class Reranker:
         if batch_size > 1 and settings.mode != "pointwise":
             logger.warning("batch size %d ignored: listwise prompts are scored one at a time (see docs/performance.md)", batch_size)
         self.batch_size = batch_size if settings.mode == "pointwise" else 1
+        # pointwise prompts share the template's head (system turn, instruction): run it once per process
+        self.prefix_cache = PrefixCache() if settings.mode == "pointwise" and share_prefix else None
         # One cache per single order scored (order "both" reads and writes the bm25 and reversed ones).
         self.caches: dict[str, ScoreCache] = {}
         if cache:
@@ -288,7 +291,7 @@ class Reranker:
         computed = None
         truncated = tokens = 0
         all_scores = score_prompts(self.model, windows, heads=mask, batch_size=self.batch_size,
-                                   exclude_sink=self.settings.attention_norm == "no-sink")
+                                   exclude_sink=self.settings.attention_norm == "no-sink", prefix_cache=self.prefix_cache)
         for prompt, head_scores in zip(windows, all_scores):
             computed = head_scores.computed
             targets = [in_prompt[i] for i in prompt.doc_indices]

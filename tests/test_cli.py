@@ -82,7 +82,7 @@ def test_rerank_and_analyze_heads_on_the_demo(cli, jvm, smollm2, demo_index, tmp
     assert cli("search", "--index", demo_index, "--topics", "demo", "-o", bm25, "--hits", 6).exit_code == 0
     common = ["--run", bm25, "--index", demo_index, "--topics", "demo", "--top-k", 4, "--sample", 2, "--cache-dir", tmp_path / "cache"]
     out = tmp_path / "icr.trec"
-    result = cli("rerank", *common, "-o", out)
+    result = cli("rerank", *common, "--method", "icr", "-o", out)
     assert result.exit_code == 0, result.output
     assert "2 queries, 8 documents re-ranked; 0 queries from the score cache" in result.output
     lines = out.read_text().splitlines()

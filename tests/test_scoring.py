@@ -272,3 +272,59 @@ def test_batch_size_validation(tiny_llama, make_tiny_prompt):
     with pytest.raises(ValueError, match="batch_size"):
         score_prompts(tiny_llama, [make_tiny_prompt()], batch_size=0)
     assert score_prompts(tiny_llama, [], batch_size=4) == []
+
+
+def pointwise_tiny_prompts(head_len: int = 6, n: int = 5, seed: int = 0):
+    """One-document prompts with a common head (a template) and documents of different lengths."""
+    import random
+
+    from conftest import build_icr_prompt
+
+    rng = random.Random(seed)
+    draw = lambda k: [rng.randrange(3, 128) for _ in range(k)]  # noqa: E731
+    head, query_head, query_tail, query = draw(head_len), draw(2), draw(3), draw(3)
+    return [build_icr_prompt([draw(4 + 2 * i)], query, draw(2), head=head, separator=[1], query_head=query_head,
+                             query_tail=query_tail) for i in range(n)]
+
+
+@pytest.mark.parametrize("model_fixture,window", [("tiny_llama", None), ("tiny_gemma3", 8), ("tiny_gemma3", 64)])
+def test_shared_template_prefix_equals_unshared(model_fixture, window, request, tiny_model_factory):
+    """The template head run once (PrefixCache) gives the unshared scores; a sliding window narrower
+    than the padded batch turns the sharing off rather than change a score."""
+    from routehead_pyserini.scoring import PrefixCache, shared_head_length
+    from conftest import tiny_gemma3_config
+
+    model = request.getfixturevalue(model_fixture) if window in (None, 8) else tiny_model_factory(tiny_gemma3_config(sliding_window=window))
+    prompts = pointwise_tiny_prompts()
+    assert shared_head_length(prompts) == 6
+    for batch_size in (1, 3, 5):
+        cache = PrefixCache()
+        plain = score_prompts(model, prompts, batch_size=batch_size)
+        shared = score_prompts(model, prompts, batch_size=batch_size, prefix_cache=cache)
+        for a, b in zip(plain, shared):
+            assert (a.query - b.query).abs().max().item() < TOL and (a.calib - b.calib).abs().max().item() < TOL
+        used = window is None or window == 64
+        assert cache.misses == (1 if used else 0) and (cache.hits > 0) == (used and batch_size < 5)
+    subset = score_prompts(model, prompts, heads=[(1, 0)], batch_size=3, prefix_cache=PrefixCache())
+    assert all(torch.allclose(a.query[1, 0], b.query[1, 0], atol=TOL) for a, b in zip(plain, subset))
+
+
+@pytest.mark.parametrize("model_fixture", ["smollm2", pytest.param("gemma3", marks=pytest.mark.slow)])
+def test_shared_template_prefix_real_models(model_fixture, request):
+    """Pointwise prompts of the packaged models: the chat template's head shared, scores unchanged."""
+    from routehead_pyserini.prompt import build_pointwise_prompts
+    from routehead_pyserini.scoring import PrefixCache, shared_head_length
+
+    model = request.getfixturevalue(model_fixture)
+    docs = [("a", "The Eiffel Tower is a wrought-iron tower in Paris, France."),
+            ("b", "Bananas are yellow fruit rich in potassium and eaten all over the world, raw or cooked."),
+            ("c", "The Moon orbits the Earth once a month.")]
+    prompts = build_pointwise_prompts(model.tokenizer, "Where is the Eiffel Tower?", docs, max_context=2048)
+    assert shared_head_length(prompts) >= 8  # the template head (system turn, instruction) before the passage
+    cache = PrefixCache()
+    for batch_size in (1, 3):
+        plain = score_prompts(model, prompts, batch_size=batch_size)
+        shared = score_prompts(model, prompts, batch_size=batch_size, prefix_cache=cache)
+        for a, b in zip(plain, shared):
+            assert (a.query - b.query).abs().max().item() < TOL and (a.calib - b.calib).abs().max().item() < TOL
+    assert cache.misses == 1
