@@ -27,6 +27,14 @@ MEASURE_HELP = "Measure, repeatable: nDCG@10, MAP@100, R@100, MRR@10, P@10, MAP,
 class Context:
     data_dir: Path
     quiet: bool
+    threads: int | None = None  # torch threads of the scoring commands (None: torch's default)
+
+    def apply_threads(self) -> None:
+        """Set torch's thread count (``--threads``); called by the commands that run a model."""
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
 
     @property
     def progress(self) -> bool:
@@ -94,8 +102,11 @@ class FriendlyGroup(click.Group):
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True, help="Logging verbosity (stderr).")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="Also write the log to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; warnings and errors only.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, envvar="ROUTEHEAD_THREADS",
+              help="Torch threads for model work [env ROUTEHEAD_THREADS; default: torch's, one per core]. Running "
+                   "several jobs on one machine, give each cores/jobs threads: oversubscribed threads made one query 20x slower.")
 @click.pass_context
-def main(ctx: click.Context, data_dir: Path | None, log_level: str, log_file: str | None, quiet: bool) -> None:
+def main(ctx: click.Context, data_dir: Path | None, log_level: str, log_file: str | None, quiet: bool, threads: int | None) -> None:
     """Re-rank Pyserini BM25 runs with routed attention heads of a frozen LLM.
 
     \b
@@ -110,7 +121,7 @@ def main(ctx: click.Context, data_dir: Path | None, log_level: str, log_file: st
     """
     _setup_logging(log_level, quiet, log_file)
     _sigterm_as_interrupt(ctx)
-    ctx.obj = Context(data_dir=config.data_dir(data_dir), quiet=quiet)
+    ctx.obj = Context(data_dir=config.data_dir(data_dir), quiet=quiet, threads=threads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,6 +419,7 @@ def _scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, rout
 
     if not opts.get("run_name"):
         raise click.UsageError("Missing option '--run' (the first-stage run to re-rank).")
+    obj.apply_threads()
 
     sources = [opts[k] for k in ("index_name", "corpus", "candidates") if opts[k]]
     if len(sources) != 1:
@@ -785,7 +797,7 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
 @click.option("-l", "--relevance-level", default=1, show_default=True, help="--loss pointwise: the smallest grade counted as a positive.")
 @click.option("--cv-run", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a run of these queries, each re-ranked by weights trained without its outer fold (lambda chosen inside the other folds).")
 @click.option("--outer-folds", default=5, show_default=True, type=FOLDS, help="--cv-run: number of outer folds (assigned with --fold-seed).")
-@click.option("--collections", "collections_path", default=None, type=click.Path(exists=True, dir_okay=False), help="Train on several judged collections at once (YAML, see pipelines/collections.yaml) instead of --run/--qrels; lambda is then chosen by leaving one collection out at a time.")
+@click.option("--collections", "collections_path", default=None, type=click.Path(exists=True, dir_okay=False), help="Train on several judged collections at once (YAML, see pipelines/collections/development.yaml) instead of --run/--qrels; lambda is then chosen by leaving one collection out at a time.")
 @click.pass_obj
 def train_weights_cmd(obj: Context, qrels: str | None, output: Path, loss: str, penalty: str, lambdas: str | None, folds: int, fold_seed: int, fuse: bool, fuse_dense: bool, relevance_level: int, cv_run: Path | None, outer_folds: int, collections_path: str | None, **opts) -> None:
     """Learn one weight per head (and for the first stage, with --fuse) on judged training queries.
@@ -840,6 +852,7 @@ def _train_weights_pooled(obj: Context, collections_path: str, output: Path, con
     from .rerank import PromptSettings, Reranker, merge_settings
     from .weights import to_head_set, train_weights
 
+    obj.apply_threads()
     clashes = [o for o in ("run_name", "index_name", "corpus", "candidates", "topics", "sample") if opts.get(o)]
     if clashes or cv_run:
         raise click.UsageError("--collections replaces --run/--index/--corpus/--candidates/--topics/--sample/--cv-run "
@@ -971,7 +984,7 @@ def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, spa
 
 # --------------------------------------------------------------------------------------------
 @main.command("loco")
-@click.option("--collections", "collections_path", required=True, type=click.Path(exists=True, dir_okay=False), help="YAML file of judged collections (see pipelines/collections.yaml).")
+@click.option("--collections", "collections_path", required=True, type=click.Path(exists=True, dir_okay=False), help="YAML file of judged collections (see pipelines/collections/development.yaml).")
 @click.option("--only", multiple=True, help="Use only these collections (repeatable).")
 @click.option("--exclude", multiple=True, help="Leave these collections out entirely (repeatable).")
 @click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for report.md, report.json and every row's run.")
@@ -1020,6 +1033,7 @@ def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude
         raise click.UsageError("--protocols takes loco and/or pooled-cv")
     space = SearchSpace(tuple(x.strip() for x in losses.split(",") if x.strip()))
     collections = select(read_collections(collections_path), only, exclude)
+    obj.apply_threads()
     settings = PromptSettings(doc_max_tokens=doc_max_tokens or None, mode=mode)
     reranker = Reranker(model, "all", settings=settings, device=device, dtype=dtype, batch_size=batch_size, cache=cache_dir or True)
     dense = any(METHODS[m].dense for m in chosen)

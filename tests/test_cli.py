@@ -165,3 +165,26 @@ def test_model_progress_bars_only_at_debug_and_sigterm_handler_restored(monkeypa
     assert CliRunner().invoke(main, ["datasets"]).exit_code == 0
     assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"  # transformers' loading bars off at INFO
     assert signal.getsignal(signal.SIGTERM) == before  # the command's SIGTERM handler does not outlive it
+
+
+def test_threads_option_sets_torch_threads(demo_cli, tmp_path):
+    """--threads N (or ROUTEHEAD_THREADS) is what torch runs the model with."""
+    import torch
+    from click.testing import CliRunner
+
+    from routehead_pyserini.cli import main
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        CliRunner().invoke(main, ["--threads", "1", "rerank", "--method", "icr", "--run", str(demo_cli.bm25),
+                                  "--index", str(tmp_path / "missing-index"), "-o", str(tmp_path / "x.trec")])
+        assert torch.get_num_threads() == 1
+        CliRunner().invoke(main, ["rerank", "--method", "icr", "--run", str(demo_cli.bm25),
+                                  "--index", str(tmp_path / "missing-index"), "-o", str(tmp_path / "x.trec")],
+                           env={"ROUTEHEAD_THREADS": "2"})
+        assert torch.get_num_threads() == 2
+        bad = CliRunner().invoke(main, ["--threads", "0", "datasets"])
+        assert bad.exit_code == 2 and "--threads" in bad.output
+    finally:
+        torch.set_num_threads(before)

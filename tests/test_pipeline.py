@@ -205,8 +205,8 @@ def test_shipped_pipelines_validate(name, request, tmp_path):
 
 def test_demo_pipeline_plan(tmp_path):
     spec = load_pipeline(REPO / "pipelines" / "demo.yaml", workdir=tmp_path)
-    assert [s.id for s in spec.stages] == ["index", "bm25", "bm25-classic", "random-order", "icr.bm25", "icr.reversed", "report"]
+    assert [s.id for s in spec.stages] == ["index", "bm25", "bm25-classic", "random-order", "default", "icr.bm25", "icr.reversed", "report"]
     report = spec.stages[-1]
     assert [Path(r).name for r in report.settings["runs"]] == [
-        "bm25.trec", "bm25-k1.2-b0.75.trec", "random-order.trec", "icr-bm25-order.trec", "icr-reversed-order.trec"]
+        "bm25.trec", "bm25-k1.2-b0.75.trec", "random-order.trec", "rerank-default.trec", "icr-bm25-order.trec", "icr-reversed-order.trec"]
     assert report.outputs == [str(tmp_path / "report.md"), str(tmp_path / "report.json")]
