@@ -996,7 +996,7 @@ def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, spa
 @click.option("--device", default="cpu", show_default=True, help="torch device.")
 @click.option("--dtype", default="float32", show_default=True, help="Model dtype.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Score cache folder [default: <cache dir>/scores].")
-@click.option("--methods", default="heads+bm25,heads+bm25+dense,bm25+dense", show_default=True, help="Learned rows, comma-separated: heads+bm25, heads+bm25+dense, bm25+dense (no head: the control), heads.")
+@click.option("--methods", default="heads+bm25,heads+bm25+dense,bm25+dense", show_default=True, help="Learned rows, comma-separated: heads+bm25, heads+bm25+dense, bm25+dense (no head: the control), heads, soft+bm25, soft+bm25+dense (soft routing).")
 @click.option("--protocols", default="loco,pooled-cv", show_default=True, help="loco: leave one collection out; pooled-cv: 5 query folds over all collections mixed.")
 @click.option("--losses", default="pointwise,pairwise", show_default=True, help="Losses inner validation chooses among.")
 @click.option("--extra-run", "extra_runs", multiple=True, metavar="ROW=PATTERN", help="Another row from existing runs, '{collection}' in the path: 'ICR listwise=runs/icr/{collection}.trec' (repeatable).")
@@ -1037,7 +1037,9 @@ def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude
     settings = PromptSettings(doc_max_tokens=doc_max_tokens or None, mode=mode)
     reranker = Reranker(model, "all", settings=settings, device=device, dtype=dtype, batch_size=batch_size, cache=cache_dir or True)
     dense = any(METHODS[m].dense for m in chosen)
-    data = load_pooled(collections, reranker, top_k=top_k, data_dir=obj.data_dir, dense=dense, progress=obj.progress)
+    soft = any(METHODS[m].router == "soft" for m in chosen)
+    data = load_pooled(collections, reranker, top_k=top_k, data_dir=obj.data_dir, dense=dense, embeddings=soft,
+                       progress=obj.progress)
     extra: dict = {}
     for spec in extra_runs:
         row, sep, pattern = spec.partition("=")
@@ -1065,8 +1067,8 @@ def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude
     if presets_dir is not None:
         by_protocol = {t.protocol: t for t in tables}
         for method in methods_:
-            if not method.heads:
-                continue  # the fusion-only control is a table row, not a preset
+            if not method.heads or method.router != "static":
+                continue  # the fusion-only control is a table row, not a preset; routers are `train-soft-router` files
             scores = {key: {**{c: round(t.cells[method.name][c].means["nDCG@10"], 4) for c in t.collections},
                             "mean": round(t.mean(method.name), 4)}
                       for key, t in (("loco", by_protocol.get("loco")), ("pooled_cv", by_protocol.get("pooled-cv"))) if t}

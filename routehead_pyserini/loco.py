@@ -48,6 +48,7 @@ class Method:
     dense: bool = False  # the bi-encoder cosine is a feature
     heads: bool = True  # False: the fusion alone (the control that shows what the heads add)
     description: str = ""
+    router: str = "static"  # "soft": per-query head weights from the query embedding (:mod:`.soft_router`)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -55,6 +56,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("heads+bm25+dense", fuse=True, dense=True, description="pointwise heads, learned weights, fused with BM25 and the bi-encoder"),
     Method("bm25+dense", fuse=True, dense=True, heads=False, description="BM25 fused with the bi-encoder, no head (the control)"),
     Method("heads", fuse=False, description="pointwise heads, learned weights, nothing fused"),
+    Method("soft+bm25", fuse=True, router="soft", description="soft routing: per-query head weights, fused with BM25"),
+    Method("soft+bm25+dense", fuse=True, dense=True, router="soft",
+           description="soft routing: per-query head weights, fused with BM25 and the bi-encoder"),
 )}
 
 
@@ -160,6 +164,40 @@ class Protocol:
     fitted: dict[str, list[dict]] = field(default_factory=dict)  # method -> what each training chose
 
 
+@dataclass
+class SoftFitted:
+    """A soft router trained on some queries: per-query head weights from the query embedding."""
+
+    router: object  # soft_router.SoftRouter
+    embeddings: torch.Tensor
+    rows: dict[str, int]
+    validation: str = "static part: 5-fold over queries; per-query part: early stopping on 20% of the queries"
+
+    def score(self, key: str, features: torch.Tensor) -> torch.Tensor:
+        return self.router.scores(self.embeddings[self.rows[key]], features)
+
+
+def fit_soft(train: Dataset, method: Method, embeddings: torch.Tensor, keys: Sequence[str],
+             space: SearchSpace = SearchSpace()) -> SoftFitted:
+    """A soft router on ``train`` (its default settings; the loss is the first of ``space.losses``)."""
+    from .soft_router import SoftRouterConfig, train_soft_router
+
+    router = train_soft_router(embeddings, train, list(keys), SoftRouterConfig(loss=space.losses[0], top_k=min(16, train.n_heads)))
+    return SoftFitted(router, embeddings, {k: i for i, k in enumerate(keys)})
+
+
+def _fit_any(data: PooledData, train: Dataset, method: Method, space: SearchSpace, cv_by: str | None = None):
+    if method.router == "soft":
+        if data.embeddings is None:
+            raise LocoError(f"{method.name} needs query embeddings: load the collections with embeddings=True")
+        return fit_soft(train, method, data.embeddings, data.embedding_keys, space)
+    return fit(train, method, space, cv_by=cv_by)
+
+
+def _predict(fitted, key: str, features: torch.Tensor) -> torch.Tensor:
+    return fitted.score(key, features) if isinstance(fitted, SoftFitted) else fitted.scores(features)
+
+
 def leave_one_collection_out(data: PooledData, methods: Sequence[Method], space: SearchSpace = SearchSpace(),
                              held_out: Sequence[str] | None = None) -> Protocol:
     """For each collection (or those of ``held_out``): fit on all the others, score it."""
@@ -173,11 +211,11 @@ def leave_one_collection_out(data: PooledData, methods: Sequence[Method], space:
         for name in held_out or names:
             train = data.training_set(method.fuse, method.dense, [n for n in names if n != name])
             assert name not in {q.group for q in train.queries}  # never trains on the held-out collection
-            fitted = fit(train, method, space)
+            fitted = _fit_any(data, train, method, space)
             out.fitted.setdefault(method.name, []).append(_record(fitted, held_out=name, train=train))
             for query in data.of(name):
                 if query.scores is not None:
-                    per[query.key] = fitted.scores(features[query.key])
+                    per[query.key] = _predict(fitted, query.key, features[query.key])
     return out
 
 
@@ -194,15 +232,20 @@ def pooled_cross_validation(data: PooledData, methods: Sequence[Method], space: 
         fold = {key: fold_of(key, folds, seed) for key in features}
         for f in range(folds):
             train = Dataset([q for q in full.queries if fold[q.qid] != f], full.shape, full.fuse, full.skipped, full.dense)
-            fitted = fit(train, method, inner, cv_by="query")  # mixed: inner folds over queries too
+            fitted = _fit_any(data, train, method, inner, cv_by="query")  # mixed: inner folds over queries too
             out.fitted.setdefault(method.name, []).append(_record(fitted, held_out=f"fold {f}", train=train))
             for key, x in features.items():
                 if fold[key] == f:
-                    per[key] = fitted.scores(x)
+                    per[key] = _predict(fitted, key, x)
     return out
 
 
-def _record(fitted: Fitted, *, held_out: str, train: Dataset) -> dict:
+def _record(fitted, *, held_out: str, train: Dataset) -> dict:
+    if isinstance(fitted, SoftFitted):
+        extra = fitted.router.extra
+        return {"held_out": held_out, "validation": fitted.validation, "best_epoch": fitted.router.best_epoch,
+                "static_heads": extra.get("static_heads"), "static_lambda": extra.get("static_lambda"),
+                "training_queries": len(train.queries)}
     return {"held_out": held_out, "loss": fitted.loss, "lambda": fitted.lam, "validation": fitted.validation,
             "cv_ndcg": round(fitted.cv_ndcg, 6), "heads": fitted.n_heads, "deepest_layer": fitted.deepest_layer,
             "training_queries": len(train.queries),

@@ -147,6 +147,8 @@ class PooledData:
     dataset: Dataset
     dense_model: str | None = None
     qrels: dict[str, dict] = field(default_factory=dict)  # collection -> its qrels
+    embeddings: torch.Tensor | None = None  # [queries, hidden]: the frozen LLM's query embeddings (soft routing)
+    embedding_keys: list[str] = field(default_factory=list)  # COLLECTION/QID of each row of ``embeddings``
 
     def of(self, collection: str) -> list[PooledQuery]:
         return [q for q in self.queries if q.collection == collection]
@@ -170,11 +172,13 @@ class PooledData:
 
 
 def load_pooled(collections: Sequence[Collection], reranker, *, top_k: int, data_dir=None, dense: bool = False,
-                on_missing: str = "error", progress: bool = False, k: int = 10) -> PooledData:
+                embeddings: bool = False, on_missing: str = "error", progress: bool = False, k: int = 10) -> PooledData:
     """Score (or read from the cache) every query of every collection with ``reranker``.
 
     ``dense``: also the packaged bi-encoder's cosines of the scored candidates (cached beside the
-    per-head scores, :class:`.dense.CosineCache`).
+    per-head scores, :class:`.dense.CachedDenseScorer`). ``embeddings``: also each query's
+    embedding from the frozen LLM (:func:`.query_embedding.embed_queries`, its middle layer), the
+    soft router's input.
     """
     if len({c.name for c in collections}) != len(collections):
         raise CollectionsError("two collections have the same name")
@@ -186,6 +190,7 @@ def load_pooled(collections: Sequence[Collection], reranker, *, top_k: int, data
     queries: list[PooledQuery] = []
     datasets: list[Dataset] = []
     all_qrels = {}
+    topic_text: dict[str, str] = {}
     for col in collections:
         run = candidate_run(col.run, data_dir, sample=col.sample, seed=col.seed)
         texts, topics = text_source(col.text, data_dir, progress=progress)
@@ -199,6 +204,7 @@ def load_pooled(collections: Sequence[Collection], reranker, *, top_k: int, data
                 cosines = scorer.scores(qid, topics[qid], [texts.get(d) for d in scores.docids])
             mine.append(PooledQuery(col.name, qid, scores, None if scores is None else [first[d] for d in scores.docids],
                                     rest, cosines))
+            topic_text[pooled_qid(col.name, qid)] = topics[qid]
         renamed = [(replace(q.scores, qid=q.key), q.first_stage) for q in mine if q.scores is not None]
         judged = {pooled_qid(col.name, qid): docs for qid, docs in qrels.items()}
         try:
@@ -214,4 +220,11 @@ def load_pooled(collections: Sequence[Collection], reranker, *, top_k: int, data
         raise CollectionsError(f"the collections were scored with models of different shapes: {sorted(shapes)}")
     skipped = {reason: [q for d in datasets for q in d.skipped.get(reason, [])] for reason in ("unjudged", "no_relevant_candidate")}
     pooled = Dataset([q for d in datasets for q in d.queries], datasets[0].shape, True, skipped)
-    return PooledData(list(collections), queries, pooled, scorer.model_name if scorer else None, all_qrels)
+    data = PooledData(list(collections), queries, pooled, scorer.model_name if scorer else None, all_qrels)
+    if embeddings:
+        from .query_embedding import embed_queries
+
+        texts = [topic_text[q.key] for q in queries]
+        data.embeddings = embed_queries(reranker.model, texts, progress=progress)
+        data.embedding_keys = [q.key for q in queries]
+    return data

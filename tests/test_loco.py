@@ -70,7 +70,7 @@ def test_loco_never_trains_on_the_held_out_collection(monkeypatch):
         return real_fit(train, method, space, **kwargs)
 
     monkeypatch.setattr(loco, "fit", spy)
-    protocol = leave_one_collection_out(data, [METHODS["heads+bm25"]])
+    protocol = leave_one_collection_out(data, [METHODS["heads+bm25"]], SearchSpace(("pointwise",)))
     assert seen == [{"b", "c"}, {"a", "c"}, {"a", "b"}]  # one fit per held-out collection, never with it
     held = [r["held_out"] for r in protocol.fitted["heads+bm25"]]
     assert held == ["a", "b", "c"]
@@ -101,5 +101,17 @@ def test_pooled_cv_scores_every_query_once():
 def test_fit_is_deterministic():
     data = synthetic_pool()
     train = data.training_set(fuse=True, dense=False)
-    a, b = fit(train, METHODS["heads+bm25"]), fit(train, METHODS["heads+bm25"])
+    a, b = (fit(train, METHODS["heads+bm25"], SearchSpace(("pointwise",))) for _ in range(2))
     assert torch.equal(a.learned.weights, b.learned.weights) and a.loss == b.loss and a.lam == b.lam
+
+
+def test_soft_routing_rows_train_on_the_other_collections_only():
+    """Soft routing under LOCO: one router per held-out collection, from embeddings of the training queries."""
+    data = synthetic_pool(per=10)
+    keys = [q.key for q in data.queries]
+    data.embeddings = torch.randn(len(keys), 8, generator=torch.Generator().manual_seed(0))
+    data.embedding_keys = keys
+    protocol = leave_one_collection_out(data, [METHODS["soft+bm25"]], SearchSpace(("pointwise",)))
+    assert [r["held_out"] for r in protocol.fitted["soft+bm25"]] == ["a", "b", "c"]
+    assert all(r["training_queries"] <= 20 for r in protocol.fitted["soft+bm25"])
+    assert len(protocol.scores["soft+bm25"]) == 30
