@@ -49,6 +49,14 @@ class Method:
     heads: bool = True  # False: the fusion alone (the control that shows what the heads add)
     description: str = ""
     router: str = "static"  # "soft": per-query head weights from the query embedding (:mod:`.soft_router`)
+    max_layer: int | None = None  # cost cap: only heads of layers 0..max_layer may get a weight (the forward stops there)
+
+    def capped(self, max_layer: int | None) -> "Method":
+        """This method with only the heads of layers ``0..max_layer`` (``None``: every layer)."""
+        from dataclasses import replace
+
+        name = self.name.split("@")[0] + ("" if max_layer is None else f"@L{max_layer}")
+        return replace(self, name=name, max_layer=max_layer)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -103,6 +111,7 @@ def fit(train: Dataset, method: Method, space: SearchSpace = SearchSpace(), *, c
     over collections); else ``space.inner_folds`` query folds. Ties go to the simpler model
     (the larger lambda), then to the loss listed first. ``cv_by="query"`` forces query folds.
     """
+    train = cap_layers(train, method.max_layer)
     groups = {q.group for q in train.queries}
     cv_by = cv_by or ("group" if len(groups) >= 2 else "query")
     how = (f"leave-one-collection-out over {len(groups)} collections" if cv_by == "group"
@@ -113,7 +122,8 @@ def fit(train: Dataset, method: Method, space: SearchSpace = SearchSpace(), *, c
         config = TrainConfig(loss=loss, penalty="l1", folds=space.inner_folds, cv_by=cv_by)
         lambdas = [NO_HEADS] if not method.heads else lambda_grid(train, config)
         for point in cross_validate(train, config, lambdas, patience=space.patience):
-            tried.append({"loss": loss, "lambda": point.lam, "ndcg": round(point.ndcg, 6)})
+            tried.append({"loss": loss, "lambda": point.lam, "ndcg": round(point.ndcg, 6),
+                          "fold_ndcg": [round(v, 6) for v in point.fold_ndcg]})
             key = (round(point.ndcg, 9), point.lam)
             if best is None or key > best[:2]:
                 best = (*key, loss)
@@ -123,6 +133,38 @@ def fit(train: Dataset, method: Method, space: SearchSpace = SearchSpace(), *, c
     logger.info("%s: loss %s, lambda %.3g (%s nDCG@10 %.4f), %d heads", method.name, loss, lam, how, ndcg,
                 int((learned.head_weights != 0).sum()))
     return Fitted(method, learned, loss, lam, how, ndcg, tried)
+
+
+def cap_layers(train: Dataset, max_layer: int | None) -> Dataset:
+    """``train`` with the features of heads below layer ``max_layer`` set to 0: an L1 fit never
+    weights a zero feature, so the learned heads all sit in layers ``0..max_layer``."""
+    if max_layer is None or max_layer >= train.shape[0] - 1:
+        return train
+    from dataclasses import replace
+
+    cut = (max_layer + 1) * train.shape[1]  # features are layer-major
+    capped = []
+    for q in train.queries:
+        x = q.features.clone()
+        x[:, cut:train.n_heads] = 0.0
+        capped.append(replace(q, features=x))
+    return Dataset(capped, train.shape, train.fuse, train.skipped, train.dense)
+
+
+def choose_layer_cap(train: Dataset, method: Method, caps: Sequence[int], space: SearchSpace = SearchSpace()) -> tuple[int | None, list[dict]]:
+    """The shallowest cap whose inner-validation nDCG@10 is within one standard error of the best
+    cap's (the standard error over the inner folds of the best), and every cap's figures."""
+    rows = []
+    for cap in caps:
+        fitted = fit(train, method.capped(cap), space)
+        folds = next((t.get("fold_ndcg") for t in fitted.tried if t["loss"] == fitted.loss and t["lambda"] == fitted.lam), None)
+        rows.append({"max_layer": cap, "ndcg": fitted.cv_ndcg, "fold_ndcg": folds or [], "heads": fitted.n_heads,
+                     "deepest_layer": fitted.deepest_layer})
+    best = max(rows, key=lambda r: r["ndcg"])
+    values = best["fold_ndcg"]
+    se = (torch.tensor(values, dtype=torch.float64).std().item() / math.sqrt(len(values))) if len(values) > 1 else 0.0
+    chosen = min((r for r in rows if r["ndcg"] >= best["ndcg"] - se), key=lambda r: r["max_layer"])
+    return chosen["max_layer"], rows
 
 
 # --------------------------------------------------------------------------------------------

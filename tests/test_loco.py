@@ -115,3 +115,17 @@ def test_soft_routing_rows_train_on_the_other_collections_only():
     assert [r["held_out"] for r in protocol.fitted["soft+bm25"]] == ["a", "b", "c"]
     assert all(r["training_queries"] <= 20 for r in protocol.fitted["soft+bm25"])
     assert len(protocol.scores["soft+bm25"]) == 30
+
+
+def test_a_layer_cap_never_weights_a_head_above_it():
+    from routehead_pyserini.loco import cap_layers, choose_layer_cap
+
+    data = synthetic_pool(per=10)
+    train = data.training_set(fuse=True, dense=False)
+    capped = fit(train, METHODS["heads+bm25"].capped(0), SearchSpace(("pointwise",)))
+    assert capped.method.name == "heads+bm25@L0"
+    assert capped.deepest_layer in (None, 0) and bool((capped.learned.head_weights[1:] == 0).all())
+    assert bool((cap_layers(train, 0).queries[0].features[:, HEADS:LAYERS * HEADS] == 0).all())
+    cap, rows = choose_layer_cap(train, METHODS["heads+bm25"], [0, 1], SearchSpace(("pointwise",)))
+    assert [r["max_layer"] for r in rows] == [0, 1]
+    assert cap == 1  # the planted head is in layer 1: no cap below it is within noise of the best
