@@ -1000,11 +1000,15 @@ def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, spa
 @click.option("--protocols", default="loco,pooled-cv", show_default=True, help="loco: leave one collection out; pooled-cv: 5 query folds over all collections mixed.")
 @click.option("--losses", default="pointwise,pairwise", show_default=True, help="Losses inner validation chooses among.")
 @click.option("--extra-run", "extra_runs", multiple=True, metavar="ROW=PATTERN", help="Another row from existing runs, '{collection}' in the path: 'ICR listwise=runs/icr/{collection}.trec' (repeatable).")
-@click.option("--presets-dir", default=None, type=click.Path(file_okay=False, path_type=Path), help="Also train each head method on every collection and write it as a preset here (<dir>/<model>/<method>.json), with these scores.")
+@click.option("--presets-dir", default=None, type=click.Path(file_okay=False, path_type=Path), help="Also train each head method on the collections (but --presets-exclude) and write it as a preset here (<dir>/<model>/<method>.json), with these scores.")
+@click.option("--presets-exclude", multiple=True, default=("trec-dl-2019",), show_default=True, help="Collections the presets are NOT trained on (repeatable): the shipped default can then be checked on them, its figure there being exactly the LOCO one.")
+@click.option("--max-layer", default=None, type=click.IntRange(min=0), help="Cost cap: only heads of layers 0..N get a weight, so re-ranking stops the forward after layer N.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="Fit this many (method, held-out collection or fold) pairs at once, in forked processes with one torch thread each (same results).")
 @click.pass_obj
 def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude: tuple[str, ...], output_dir: Path, model: str, mode: str,
              top_k: int, doc_max_tokens: int, batch_size: int, device: str, dtype: str, cache_dir: str | None, methods: str,
-             protocols: str, losses: str, extra_runs: tuple[str, ...], presets_dir: Path | None) -> None:
+             protocols: str, losses: str, extra_runs: tuple[str, ...], presets_dir: Path | None, presets_exclude: tuple[str, ...],
+             max_layer: int | None, jobs: int) -> None:
     """Leave-one-collection-out and pooled cross-validation of learned head weights.
 
     \b
@@ -1049,12 +1053,12 @@ def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude
             path = Path(pattern.format(collection=col.name))
             if path.is_file():
                 extra.setdefault(col.name, {})[row.strip()] = read_run(path)
-    methods_ = [METHODS[m] for m in chosen]
+    methods_ = [METHODS[m].capped(max_layer) if max_layer is not None and METHODS[m].heads else METHODS[m] for m in chosen]
     done = {}
     if "loco" in wanted:
-        done["loco"] = leave_one_collection_out(data, methods_, space)
+        done["loco"] = leave_one_collection_out(data, methods_, space, jobs=jobs)
     if "pooled-cv" in wanted:
-        done["pooled-cv"] = pooled_cross_validation(data, methods_, space)
+        done["pooled-cv"] = pooled_cross_validation(data, methods_, space, jobs=jobs)
     tables = [build_table(data, protocol, top_k, extra) for protocol in done.values()]
     notes = [f"model {reranker.model.name} ({reranker.model.fingerprint}); prompt: {mode}, top {top_k}, documents cut to "
              f"{doc_max_tokens or 'no limit'} tokens; passages in first-stage order",
@@ -1074,8 +1078,9 @@ def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude
                       for key, t in (("loco", by_protocol.get("loco")), ("pooled_cv", by_protocol.get("pooled-cv"))) if t}
             prompt = {**{k: v for k, v in reranker.describe()["settings"].items() if k != "max_context"}, "top_k": top_k}
             head_set = train_preset(data, method, model_name=reranker.model.name, model_fingerprint=reranker.model.fingerprint,
-                                    prompt_settings=prompt, scores=scores, command=notes[-1].removeprefix("command: "))
-            path = presets_dir / reranker.model.name / f"{method.name}.json"
+                                    prompt_settings=prompt, scores=scores, command=notes[-1].removeprefix("command: "),
+                                    exclude=presets_exclude, space=space)
+            path = presets_dir / reranker.model.name / f"{method.name.split('@')[0]}.json"
             write_preset(head_set, path)
             click.echo(f"wrote preset {path}")
 

@@ -240,45 +240,82 @@ def _predict(fitted, key: str, features: torch.Tensor) -> torch.Tensor:
     return fitted.score(key, features) if isinstance(fitted, SoftFitted) else fitted.scores(features)
 
 
+_SHARED: dict = {}  # what forked workers read (set just before the pool starts, cleared after)
+
+
+def _loco_task(task: tuple[str, str]) -> tuple[str, str, dict, dict]:
+    """One (method, held-out collection) of :func:`leave_one_collection_out`, in this process or a worker."""
+    data, space, methods = _SHARED["data"], _SHARED["space"], _SHARED["methods"]
+    method, name = methods[task[0]], task[1]
+    names = [c.name for c in data.collections]
+    features = data.features(method.fuse, method.dense)
+    train = data.training_set(method.fuse, method.dense, [n for n in names if n != name])
+    assert name not in {q.group for q in train.queries}  # never trains on the held-out collection
+    fitted = _fit_any(data, train, method, space)
+    scores = {q.key: _predict(fitted, q.key, features[q.key]) for q in data.of(name) if q.scores is not None}
+    return method.name, name, _record(fitted, held_out=name, train=train), scores
+
+
+def _run_tasks(tasks: list, jobs: int, task=None) -> list:
+    """``task`` (default :func:`_loco_task`) over ``tasks``, on ``jobs`` forked processes (one torch
+    thread each) when more than one; results in task order either way."""
+    task = task or _loco_task
+    if jobs <= 1 or len(tasks) <= 1:
+        return [task(t) for t in tasks]
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks)), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return pool.map(task, tasks, chunksize=1)
+
+
 def leave_one_collection_out(data: PooledData, methods: Sequence[Method], space: SearchSpace = SearchSpace(),
-                             held_out: Sequence[str] | None = None) -> Protocol:
-    """For each collection (or those of ``held_out``): fit on all the others, score it."""
+                             held_out: Sequence[str] | None = None, *, jobs: int = 1) -> Protocol:
+    """For each collection (or those of ``held_out``): fit on all the others, score it.
+
+    ``jobs``: fit that many (method, held-out collection) pairs at once in forked processes; the
+    results do not depend on it (each fit is deterministic and single-threaded there).
+    """
     names = [c.name for c in data.collections]
     if len(names) < 2:
         raise LocoError("leave-one-collection-out needs at least two collections")
     out = Protocol("loco")
-    for method in methods:
-        features = data.features(method.fuse, method.dense)
-        per = out.scores.setdefault(method.name, {})
-        for name in held_out or names:
-            train = data.training_set(method.fuse, method.dense, [n for n in names if n != name])
-            assert name not in {q.group for q in train.queries}  # never trains on the held-out collection
-            fitted = _fit_any(data, train, method, space)
-            out.fitted.setdefault(method.name, []).append(_record(fitted, held_out=name, train=train))
-            for query in data.of(name):
-                if query.scores is not None:
-                    per[query.key] = _predict(fitted, query.key, features[query.key])
+    _SHARED.update(data=data, space=space, methods={m.name: m for m in methods})
+    try:
+        results = _run_tasks([(m.name, name) for m in methods for name in held_out or names], jobs)
+    finally:
+        _SHARED.clear()
+    for method_name, _, record, scores in results:  # in task order: methods, then collections
+        out.fitted.setdefault(method_name, []).append(record)
+        out.scores.setdefault(method_name, {}).update(scores)
     return out
 
 
+def _pooled_task(task: tuple[str, int]) -> tuple[str, int, dict, dict]:
+    """One (method, fold) of :func:`pooled_cross_validation`."""
+    data, space, methods, folds, seed = (_SHARED[k] for k in ("data", "space", "methods", "folds", "seed"))
+    method, f = methods[task[0]], task[1]
+    features = data.features(method.fuse, method.dense)
+    full = data.training_set(method.fuse, method.dense)
+    fold = {key: fold_of(key, folds, seed) for key in features}
+    train = Dataset([q for q in full.queries if fold[q.qid] != f], full.shape, full.fuse, full.skipped, full.dense)
+    fitted = _fit_any(data, train, method, space, cv_by="query")  # mixed: inner folds over queries too
+    scores = {key: _predict(fitted, key, x) for key, x in features.items() if fold[key] == f}
+    return method.name, f, _record(fitted, held_out=f"fold {f}", train=train), scores
+
+
 def pooled_cross_validation(data: PooledData, methods: Sequence[Method], space: SearchSpace = SearchSpace(),
-                            folds: int = 5, seed: int = 0) -> Protocol:
+                            folds: int = 5, seed: int = 0, *, jobs: int = 1) -> Protocol:
     """Queries of all collections mixed into ``folds`` folds; each fold scored by a fit on the others
     (whose inner validation is query folds too, with collections mixed)."""
     out = Protocol("pooled-cv")
-    inner = SearchSpace(space.losses, space.inner_folds, space.patience)
-    for method in methods:
-        features = data.features(method.fuse, method.dense)
-        per = out.scores.setdefault(method.name, {})
-        full = data.training_set(method.fuse, method.dense)
-        fold = {key: fold_of(key, folds, seed) for key in features}
-        for f in range(folds):
-            train = Dataset([q for q in full.queries if fold[q.qid] != f], full.shape, full.fuse, full.skipped, full.dense)
-            fitted = _fit_any(data, train, method, inner, cv_by="query")  # mixed: inner folds over queries too
-            out.fitted.setdefault(method.name, []).append(_record(fitted, held_out=f"fold {f}", train=train))
-            for key, x in features.items():
-                if fold[key] == f:
-                    per[key] = _predict(fitted, key, x)
+    _SHARED.update(data=data, space=space, methods={m.name: m for m in methods}, folds=folds, seed=seed)
+    try:
+        results = _run_tasks([(m.name, f) for m in methods for f in range(folds)], jobs, _pooled_task)
+    finally:
+        _SHARED.clear()
+    for method_name, _, record, scores in results:
+        out.fitted.setdefault(method_name, []).append(record)
+        out.scores.setdefault(method_name, {}).update(scores)
     return out
 
 

@@ -157,21 +157,25 @@ def preset_json(preset: Preset) -> str:
 
 
 def train_preset(data, method, *, model_name: str, model_fingerprint: str, prompt_settings: dict,
-                 scores: dict, command: str = "", created: str | None = None) -> HeadSet:
-    """Fit ``method`` (:class:`.loco.Method`) on every collection of ``data`` (:class:`.pooled.PooledData`)
-    with leave-one-collection-out inner validation, as a preset head set.
+                 scores: dict, command: str = "", created: str | None = None, exclude=(), space=None) -> HeadSet:
+    """Fit ``method`` (:class:`.loco.Method`) on the collections of ``data`` (:class:`.pooled.PooledData`)
+    but ``exclude``, with leave-one-collection-out inner validation, as a preset head set.
+
+    Leaving a benchmark out (TREC DL 2019 by default) makes the preset's figure there exactly its
+    leave-one-collection-out figure, which anyone can check with ``rerank`` and ``evaluate``.
 
     ``scores``: ``{"loco": {collection: nDCG@10, "mean": ...}, "pooled_cv": {...}}`` of the same
     method from :mod:`.loco_report` (the figures a user should expect on a new collection).
     """
     import datetime
 
-    from .loco import fit
+    from .loco import SearchSpace, fit
     from .weights import to_head_set
 
-    train = data.training_set(method.fuse, method.dense)
-    fitted = fit(train, method)
-    counts = {c.name: sum(1 for q in train.queries if q.group == c.name) for c in data.collections}
+    keep = [c.name for c in data.collections if c.name not in set(exclude)]
+    train = data.training_set(method.fuse, method.dense, keep)
+    fitted = fit(train, method, space or SearchSpace())
+    counts = {name: sum(1 for q in train.queries if q.group == name) for name in keep}
     info = {"prompt_settings": dict(prompt_settings), "collections": counts}
     head_set = to_head_set(fitted.learned, model_name=model_name, model_fingerprint=model_fingerprint, info=info)
     record = {
@@ -179,13 +183,14 @@ def train_preset(data, method, *, model_name: str, model_fingerprint: str, promp
         "method": method.description,
         "model": model_name,
         "prompt_settings": dict(prompt_settings),
-        "training": {"collections": counts, "queries": len(train.queries),
+        "training": {"collections": counts, "queries": len(train.queries), "left_out": sorted(set(exclude)),
                      "protocol": f"loss and L1 strength chosen by {fitted.validation} (mean nDCG@10 {fitted.cv_ndcg:.4f}), "
                                  "then trained on every training query"},
         "loss": fitted.loss,
         "lambda": fitted.lam,
         "heads": fitted.n_heads,
         "deepest_layer": fitted.deepest_layer,
+        "max_layer": method.max_layer,
         "scores": scores,
         "created": created or datetime.date.today().isoformat(),
         "command": command,
