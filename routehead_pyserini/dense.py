@@ -221,10 +221,12 @@ class CachedDenseScorer:
     twice. The encoder is loaded only when a query is not cached. Entries are written atomically.
     """
 
-    def __init__(self, model_name: str = PACKAGED, *, root: str | Path | None = None, device: str = "cpu"):
+    def __init__(self, model_name: str = PACKAGED, *, root: str | Path | None = None, device: str = "cpu",
+                 enabled: bool = True):
         from . import config
 
         self.model_name = model_name
+        self.enabled = enabled  # False: compute every query, read and write nothing
         safe = Path(model_name).name.replace(" ", "_")
         self.folder = Path(root) if root is not None else config.score_cache_dir()
         self.folder = self.folder / f"dense-{safe}"
@@ -237,7 +239,7 @@ class CachedDenseScorer:
 
         entry = entry_key(qid, query, [d.docid for d in docs], [d.title + "\n" + d.text for d in docs])
         path = self.folder / f"{entry}.json"
-        if path.exists():
+        if self.enabled and path.exists():
             try:
                 values = json.loads(path.read_text(encoding="utf-8"))
                 if isinstance(values, list) and len(values) == len(docs):
@@ -247,6 +249,7 @@ class CachedDenseScorer:
         if self._scorer is None:
             self._scorer = DenseScorer(load_encoder(self.model_name, device=self.device))
         values = self._scorer.scores(query, docs)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(values) + "\n")
+        if self.enabled:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(values) + "\n")
         return values

@@ -186,7 +186,7 @@ def load_pooled(collections: Sequence[Collection], reranker, *, top_k: int, data
     if dense:
         from .dense import PACKAGED, CachedDenseScorer
 
-        scorer = CachedDenseScorer(PACKAGED)
+        scorer = CachedDenseScorer(PACKAGED, root=getattr(reranker, "cache_root", None))
     queries: list[PooledQuery] = []
     datasets: list[Dataset] = []
     all_qrels = {}

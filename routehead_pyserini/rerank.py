@@ -234,6 +234,7 @@ class Reranker:
         self.prefix_cache = PrefixCache() if settings.mode == "pointwise" and share_prefix else None
         # One cache per single order scored (order "both" reads and writes the bm25 and reversed ones).
         self.caches: dict[str, ScoreCache] = {}
+        self.cache_root = None if cache is True or not cache else cache
         if cache:
             root = None if cache is True else cache
             for order in self._orders():
@@ -396,11 +397,12 @@ class Reranker:
                 first_stage = {h.docid: h.score for h in run[qid]}  # fused head sets add it (weights.fused_scores)
                 cosines = None
                 if (fusion := dense_fusion_of(head_set)) is not None and fusion.weight != 0.0:
-                    if dense is None or dense.encoder.name != fusion.model:
-                        from .dense import DenseScorer, load_encoder
+                    if dense is None or dense.model_name != fusion.model:
+                        from .dense import CachedDenseScorer
 
-                        dense = DenseScorer(load_encoder(fusion.model))
-                    cosines = dense.scores(topics[qid], [texts.get(d) for d in scores.docids])
+                        # cosines cached beside the head scores (the very values training read)
+                        dense = CachedDenseScorer(fusion.model, root=self.cache_root, enabled=bool(self.caches))
+                    cosines = dense.scores(qid, topics[qid], [texts.get(d) for d in scores.docids])
                 values = fused_scores(scores.calibrated, head_set, [first_stage[d] for d in scores.docids], cosines)
                 out[qid] = ranked_hits(scores.docids, values.tolist(), rest)
         return Run(out), stats
