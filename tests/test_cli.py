@@ -188,3 +188,15 @@ def test_threads_option_sets_torch_threads(demo_cli, tmp_path):
         assert bad.exit_code == 2 and "--threads" in bad.output
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_public_face_is_lazy():
+    """Importing the package starts neither torch nor the JVM; names resolve on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, routehead_pyserini as r; assert 'torch' not in sys.modules and 'jnius' not in sys.modules; "
+            "assert set(r.__all__) >= {'Reranker', 'read_run', 'evaluate_run', 'get_preset'}; "
+            "r.read_run; assert 'torch' not in sys.modules; r.Reranker; assert 'torch' in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
