@@ -64,6 +64,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("heads+bm25+dense", fuse=True, dense=True, description="pointwise heads, learned weights, fused with BM25 and the bi-encoder"),
     Method("bm25+dense", fuse=True, dense=True, heads=False, description="BM25 fused with the bi-encoder, no head (the control)"),
     Method("heads", fuse=False, description="pointwise heads, learned weights, nothing fused"),
+    Method("static top-16", fuse=False, router="qrhead",
+           description="QRHead-style: the 16 heads of best mean single-head nDCG@10 on the training queries, summed z-scored"),
     Method("soft+bm25", fuse=True, router="soft", description="soft routing: per-query head weights, fused with BM25"),
     Method("soft+bm25+dense", fuse=True, dense=True, router="soft",
            description="soft routing: per-query head weights, fused with BM25 and the bi-encoder"),
@@ -228,7 +230,31 @@ def fit_soft(train: Dataset, method: Method, embeddings: torch.Tensor, keys: Seq
     return SoftFitted(router, embeddings, {k: i for i, k in enumerate(keys)})
 
 
+@dataclass
+class StaticTopK:
+    """QRHead-style static set: the ``k`` heads with the best mean single-head nDCG@10 over the
+    training queries (ties: the earlier head, layer-major), their z-scored scores summed."""
+
+    heads: list[int]  # flat layer-major indices
+    validation: str = "none (the set is the training queries' top heads by mean nDCG@10)"
+
+    def scores(self, features: torch.Tensor) -> torch.Tensor:
+        return features[:, self.heads].sum(dim=1)
+
+
+def fit_static_topk(train: Dataset, k: int = 16) -> StaticTopK:
+    from .head_analysis import ndcg_at_k
+
+    total = torch.zeros(train.n_heads, dtype=torch.float64)
+    for q in train.queries:
+        total += ndcg_at_k(q.features[:, :train.n_heads].T.contiguous(), q.grades, q.ideal).to(torch.float64)
+    top = torch.sort(-torch.round(total / len(train.queries) * 1e6), stable=True).indices[:min(k, train.n_heads)]
+    return StaticTopK(sorted(top.tolist()))
+
+
 def _fit_any(data: PooledData, train: Dataset, method: Method, space: SearchSpace, cv_by: str | None = None):
+    if method.router == "qrhead":
+        return fit_static_topk(train)
     if method.router == "soft":
         if data.embeddings is None:
             raise LocoError(f"{method.name} needs query embeddings: load the collections with embeddings=True")
@@ -320,6 +346,11 @@ def pooled_cross_validation(data: PooledData, methods: Sequence[Method], space: 
 
 
 def _record(fitted, *, held_out: str, train: Dataset) -> dict:
+    if isinstance(fitted, StaticTopK):
+        per_layer = train.shape[1]
+        return {"held_out": held_out, "validation": fitted.validation, "heads": len(fitted.heads),
+                "deepest_layer": max(h // per_layer for h in fitted.heads), "training_queries": len(train.queries),
+                "set": [f"{h // per_layer}.{h % per_layer}" for h in fitted.heads]}
     if isinstance(fitted, SoftFitted):
         extra = fitted.router.extra
         return {"held_out": held_out, "validation": fitted.validation, "best_epoch": fitted.router.best_epoch,

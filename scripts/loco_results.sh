@@ -10,7 +10,7 @@ OUT=runs/loco/$MODEL
 mkdir -p "$OUT"
 # listwise ICR (today's default before the presets) where it was scored, as an extra row
 $R loco --collections pipelines/collections/development.yaml --model "$MODEL" -o "$OUT" --jobs "${JOBS:-2}" \
-   --methods heads+bm25,heads+bm25+dense,bm25+dense,soft+bm25 --losses "${LOSSES:-pointwise}" \
+   --methods "heads+bm25,heads+bm25+dense,bm25+dense,static top-16,soft+bm25" --losses "${LOSSES:-pointwise}" \
    --extra-run "ICR listwise (old default)=runs/pool/$MODEL/listwise-{collection}.trec" \
    --presets-dir routehead_pyserini/presets
 # the shipped default on DL19, as a user runs it (the presets are trained without DL19)

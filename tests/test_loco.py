@@ -129,3 +129,13 @@ def test_a_layer_cap_never_weights_a_head_above_it():
     cap, rows = choose_layer_cap(train, METHODS["heads+bm25"], [0, 1], SearchSpace(("pointwise",)))
     assert [r["max_layer"] for r in rows] == [0, 1]
     assert cap == 1  # the planted head is in layer 1: no cap below it is within noise of the best
+
+
+def test_static_top_k_picks_the_planted_head_from_the_training_collections():
+    from routehead_pyserini.loco import fit_static_topk
+
+    data = synthetic_pool(per=10)
+    chosen = fit_static_topk(data.training_set(fuse=False, dense=False, collections=["a", "b"]), k=1)
+    assert chosen.heads == [1 * HEADS + 2]  # head (1, 2) carries the relevance
+    protocol = leave_one_collection_out(data, [METHODS["static top-16"]])
+    assert [r["held_out"] for r in protocol.fitted["static top-16"]] == ["a", "b", "c"]
