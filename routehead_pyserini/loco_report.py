@@ -73,7 +73,8 @@ class Table:
                     continue
                 mark = ("*" if cell.p_bm25 < ALPHA else "") + ("†" if cell.p_static < ALPHA else "")
                 cells.append(f"{cell.means['nDCG@10']:.4f}{mark}")
-            lines.append(f"| {row} | " + " | ".join(cells) + f" | {self.mean(row):.4f} |")
+            complete = all(c in self.cells.get(row, {}) for c in self.collections)
+            lines.append(f"| {row} | " + " | ".join(cells) + (f" | {self.mean(row):.4f} |" if complete else " | – |"))
         lines.append("")
         lines.append("Wins/ties/losses against BM25 (nDCG@10, per query); significant above/below BM25 on how many collections:")
         lines.append("")
