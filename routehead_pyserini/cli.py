@@ -525,6 +525,12 @@ def rerank(obj: Context, preset: str | None, heads: str | None, router_path: str
         _dense_rerank(obj, opts, dense_model, dense_batch_size, output, run_tag)
         return
     choice = _method_choice(method, preset, heads, router_path, opts)
+    from .heads import HeadSet
+    from .rerank import needs_model
+
+    if isinstance(choice.head_set, HeadSet) and not needs_model(choice.head_set):
+        _rerank_fusion_only(obj, opts, choice, output, run_tag, no_cache)
+        return
     job = _scoring_job(obj, opts, choice.head_set, cache=not no_cache, router=router_path, recorded=choice.recorded,
                        origin=choice.origin, defaults=choice.defaults)
     reranked, stats = job.reranker.rerank_run(job.run, job.topics, job.texts, top_k=job.top_k, on_missing=job.on_missing, progress=obj.progress)
@@ -541,6 +547,25 @@ class MethodChoice:
     recorded: dict
     origin: str
     defaults: dict
+
+
+def _rerank_fusion_only(obj: Context, opts: dict, choice: "MethodChoice", output: Path, run_tag: str | None, no_cache: bool) -> None:
+    """A head set whose every head weight is 0: the fused first stage (and bi-encoder) alone, no LLM."""
+    from .rerank import merge_settings, rerank_fusion_only
+    from .trec import write_run
+
+    if not opts.get("run_name"):
+        raise click.UsageError("Missing option '--run' (the first-stage run to re-rank).")
+    values = merge_settings({k: opts.get(k) for k in ("mode", "order", "doc_max_tokens", "attention_norm", "top_k")},
+                            choice.recorded, choice.origin, choice.defaults)
+    run = _candidate_run(obj, opts)
+    texts, topics = _text_source(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
+    logger.info("%s weights no head: fused first stage%s only, no LLM loaded", choice.origin,
+                " and bi-encoder" if choice.head_set.extra.get("fuse_dense") else "")
+    reranked, stats = rerank_fusion_only(choice.head_set, run, topics, texts, top_k=values["top_k"], on_missing=opts["on_missing"],
+                                         progress=obj.progress, cache_root=opts["cache_dir"], use_cache=not no_cache)
+    write_run(reranked, output, tag=run_tag or "fusion")
+    click.echo(f"wrote {output}: {stats.queries} queries, {stats.reranked_docs} documents re-ranked by fusion alone (no LLM)")
 
 
 def _method_choice(method: str, preset: str | None, heads: str | None, router_path: str | None, opts: dict) -> MethodChoice:

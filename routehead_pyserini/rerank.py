@@ -463,3 +463,54 @@ def ranked_hits(docids: Sequence[str], values: Sequence[float], rest: Sequence[H
         if scores[i] >= scores[i - 1]:
             scores[i] = np.nextafter(scores[i - 1], np.float32(-np.inf))
     return [Hit(docid, float(score)) for docid, score in zip(ranked, scores)]
+
+
+def needs_model(head_set: HeadSet) -> bool:
+    """False for a learned head set whose every head weight is 0 (the fusion-only control): its
+    ranking is the fused first-stage score and bi-encoder cosine alone, so no LLM is loaded."""
+    return not (head_set.weights is not None and all(w == 0.0 for w in head_set.weights)
+                and (fusion_of(head_set) is not None or dense_fusion_of(head_set) is not None))
+
+
+def rerank_fusion_only(head_set: HeadSet, run: Run, topics: Mapping[str, str], texts: TextSource, *, top_k: int = 20,
+                       on_missing: str = "error", progress: bool = True, cache_root=None, use_cache: bool = True) -> tuple[Run, RerankStats]:
+    """:meth:`Reranker.rerank_run` for a head set that :func:`needs_model` says needs no LLM: the same
+    candidates, order rules and fusion arithmetic (:func:`.weights.fused_scores` with every head at 0)."""
+    from .weights import first_stage_feature
+
+    if on_missing not in {"error", "skip"}:
+        raise ValueError("on_missing must be 'error' or 'skip'")
+    no_text = [q for q in run if q not in topics]
+    if no_text:
+        raise RerankError(f"{len(no_text)} queries of the run have no topic text (first: {no_text[:5]}); check --topics")
+    fuse, dense_fusion = fusion_of(head_set), dense_fusion_of(head_set)
+    scorer = None
+    if dense_fusion is not None and dense_fusion.weight != 0.0:
+        from .dense import CachedDenseScorer
+
+        scorer = CachedDenseScorer(dense_fusion.model, root=cache_root, enabled=use_cache)
+    stats, out = RerankStats(), {}
+    for qid in tqdm(run.qids(), desc="rerank (no LLM)", unit="query", disable=not progress):
+        docs, skipped = [], []
+        for hit in run[qid][:top_k]:
+            try:
+                docs.append(texts.get(hit.docid))
+            except UnknownDocumentError as exc:
+                if on_missing == "error":
+                    raise UnknownDocumentError(f"query {qid}: {exc} (use --on-missing skip to keep it unscored)") from None
+                skipped.append(hit)
+        rest = skipped + list(run[qid][top_k:])
+        stats.queries += 1
+        stats.reranked_docs += len(docs)
+        stats.missing_docs += len(skipped)
+        if not docs:
+            out[qid] = ranked_hits([], [], rest)
+            continue
+        first = {h.docid: h.score for h in run[qid]}
+        values = torch.zeros(len(docs), dtype=torch.float64)
+        if fuse is not None and fuse.weight != 0.0:
+            values = values + fuse.weight * first_stage_feature([first[d.docid] for d in docs])
+        if scorer is not None:
+            values = values + dense_fusion.weight * first_stage_feature(scorer.scores(qid, topics[qid], docs))
+        out[qid] = ranked_hits([d.docid for d in docs], values.tolist(), rest)
+    return Run(out), stats

@@ -243,3 +243,34 @@ def test_one_lambda_skips_cross_validation_and_says_so(caplog):
     assert learned.lam == 0.01
     assert "one value: cross-validation skipped" in caplog.text
     assert "nan" not in caplog.text
+
+
+def test_a_fusion_only_file_never_loads_the_llm(smollm2, demo_cli, tmp_path, monkeypatch):
+    """All head weights 0 (the BM25 + bi-encoder control): `rerank` ranks by the fusion alone, with
+    the very numbers the LLM path gives, and never loads the LLM."""
+    from routehead_pyserini import models
+    from routehead_pyserini.rerank import Reranker, needs_model
+    from routehead_pyserini.sources import TextSpec, text_source
+    from routehead_pyserini.trec import read_run, write_run
+
+    cli, common = demo_cli.cli, demo_cli.common
+    control = tmp_path / "control.json"
+    assert cli("train-weights", *common, "--qrels", "demo", "-o", control, "--fuse", "--fuse-dense", "--lambdas", "1e9").exit_code == 0
+    head_set = read_head_set(control)
+    assert not needs_model(head_set) and head_set.extra["fuse_dense"]["weight"] != 0
+    with_llm = tmp_path / "with-llm.trec"
+    index = common[common.index("--index") + 1]
+    texts, topics = text_source(TextSpec(index=str(index), topics="demo"))
+    reranked, _ = Reranker(smollm2, head_set, cache=str(tmp_path / "cache"), settings=__import__(
+        "routehead_pyserini.rerank", fromlist=["PromptSettings"]).PromptSettings()).rerank_run(
+        read_run(demo_cli.bm25), topics, texts, top_k=4, progress=False)
+    write_run(reranked, with_llm, tag="fusion")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the LLM was loaded")
+
+    monkeypatch.setattr(models, "load_model", refuse)
+    result = cli("rerank", *common, "--heads", control, "-o", tmp_path / "no-llm.trec")
+    assert result.exit_code == 0, result.output
+    assert "no LLM" in result.output
+    assert (tmp_path / "no-llm.trec").read_bytes() == with_llm.read_bytes()
