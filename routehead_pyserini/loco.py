@@ -226,7 +226,8 @@ def fit_soft(train: Dataset, method: Method, embeddings: torch.Tensor, keys: Seq
     """A soft router on ``train`` (its default settings; the loss is the first of ``space.losses``)."""
     from .soft_router import SoftRouterConfig, train_soft_router
 
-    router = train_soft_router(embeddings, train, list(keys), SoftRouterConfig(loss=space.losses[0], top_k=min(16, train.n_heads)))
+    router = train_soft_router(embeddings, train, list(keys), SoftRouterConfig(loss=space.losses[0], top_k=min(16, train.n_heads),
+                                                                                static_patience=space.patience))
     return SoftFitted(router, embeddings, {k: i for i, k in enumerate(keys)})
 
 

@@ -78,6 +78,7 @@ class SoftRouterConfig:
     top_k: int = 16  # heads kept per query at inference, by |weight|
     embedding_layer: int | None = None
     embedding_pooling: str = "mean"
+    static_patience: int | None = None  # the static step's lambda path stops after this many points without a better CV mean
 
     def __post_init__(self):
         TrainConfig(loss=self.loss)  # validates the loss name
@@ -174,7 +175,7 @@ def train_soft_router(
     # 1. the static part: sparse weights chosen by cross-validation inside the training split
     static = train_weights(Dataset(train_queries, dataset.shape, dataset.fuse, dataset.skipped, dataset.dense),
                            TrainConfig(loss=config.loss, penalty="l1", relevance_level=config.relevance_level,
-                                       folds=max(2, min(5, len(train_queries)))))
+                                       folds=max(2, min(5, len(train_queries))), patience=config.static_patience))
     fusion = static.weights[dataset.n_heads:].clone()
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_ranking_loss": []}
     with seeded_training(config.seed):

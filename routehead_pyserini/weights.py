@@ -319,6 +319,7 @@ class TrainConfig:
     relevance_level: int = 1  # pointwise: grade >= this is a positive
     k: int = 10
     cv_by: str = "query"  # "query": k folds by a hash of the qid; "group": one fold per collection (leave one out)
+    patience: int | None = None  # stop the lambda path after this many points without a better CV mean (None: all)
     max_iter: int = 2000
     tol: float = 1e-6
 
@@ -618,7 +619,7 @@ def train_weights(dataset: Dataset, config: TrainConfig = TrainConfig()) -> Lear
     if len(lambdas) == 1:
         points = [CVPoint(lambdas[0], float("nan"), [])]
     else:
-        points = cross_validate(dataset, config, lambdas)
+        points = cross_validate(dataset, config, lambdas, patience=config.patience)
     # best mean nDCG; ties (at 1e-9) to the larger lambda, which comes first
     best = max(points, key=lambda p: (round(p.ndcg, 9), p.lam)) if len(points) > 1 else points[0]
     for p in points if len(points) > 1 else ():
