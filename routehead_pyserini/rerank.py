@@ -370,14 +370,7 @@ class Reranker:
                     routed: Mapping[str, HeadSet]) -> Iterator[QueryWork]:
         """Per query of ``run``, in order and lazily: its text, top-k candidates with text, those without, head set."""
         for qid in run.qids():
-            docs, skipped = [], []
-            for hit in run[qid][:top_k]:
-                try:
-                    docs.append(texts.get(hit.docid))
-                except UnknownDocumentError as exc:
-                    if on_missing == "error":
-                        raise UnknownDocumentError(f"query {qid}: {exc} (use --on-missing skip to keep it unscored)") from None
-                    skipped.append(hit)
+            docs, skipped = candidate_texts(qid, run[qid][:top_k], texts, on_missing)
             yield qid, topics[qid], docs, skipped, routed.get(qid, self.head_set)
 
     def _schedule(self, work: Iterator[QueryWork]) -> Iterable[QueryWork]:
@@ -412,6 +405,19 @@ class Reranker:
         return {"model": self.model.name, "fingerprint": self.model.fingerprint, "heads": heads,
                 "settings": asdict(self.settings), "max_context": self.max_context}
 
+
+
+def candidate_texts(qid: str, hits: Sequence[Hit], texts: TextSource, on_missing: str) -> tuple[list[Document], list[Hit]]:
+    """The documents of ``hits`` that have text, and (``on_missing="skip"``) the hits that have none."""
+    docs, skipped = [], []
+    for hit in hits:
+        try:
+            docs.append(texts.get(hit.docid))
+        except UnknownDocumentError as exc:
+            if on_missing == "error":
+                raise UnknownDocumentError(f"query {qid}: {exc} (use --on-missing skip to keep it unscored)") from None
+            skipped.append(hit)
+    return docs, skipped
 
 
 def query_entry(qid: str, query: str, docs: Sequence[Document]) -> str:
@@ -491,14 +497,7 @@ def rerank_fusion_only(head_set: HeadSet, run: Run, topics: Mapping[str, str], t
         scorer = CachedDenseScorer(dense_fusion.model, root=cache_root, enabled=use_cache)
     stats, out = RerankStats(), {}
     for qid in tqdm(run.qids(), desc="rerank (no LLM)", unit="query", disable=not progress):
-        docs, skipped = [], []
-        for hit in run[qid][:top_k]:
-            try:
-                docs.append(texts.get(hit.docid))
-            except UnknownDocumentError as exc:
-                if on_missing == "error":
-                    raise UnknownDocumentError(f"query {qid}: {exc} (use --on-missing skip to keep it unscored)") from None
-                skipped.append(hit)
+        docs, skipped = candidate_texts(qid, run[qid][:top_k], texts, on_missing)
         rest = skipped + list(run[qid][top_k:])
         stats.queries += 1
         stats.reranked_docs += len(docs)
