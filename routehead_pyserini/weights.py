@@ -166,6 +166,10 @@ def check_head_set_model(head_set: HeadSet, model) -> None:
     if LEARNED_KEY not in head_set.extra:
         return
     recorded = head_set.model_fingerprint
+    if recorded is not None and recorded != model.fingerprint and recorded.split("|")[0] == model.fingerprint.split("|")[0]:
+        logger.warning("these head weights were learned on %s scores; the model runs in %s (the same weights): "
+                       "scores differ by rounding only", recorded.split("|")[-1], model.fingerprint.split("|")[-1])
+        return
     if recorded is not None and recorded != model.fingerprint:
         shape = head_set.model_shape
         raise WeightsError(
