@@ -1,0 +1,65 @@
+"""Choose the shipped preset's layer cap on its own training collections, and write the capped preset.
+
+For the preset's method, each cap of --caps is scored by leave-one-collection-out validation over
+the preset's training collections (TREC DL 2019 left out, as for the presets); the shallowest cap
+within one standard error of the best is chosen (:func:`routehead_pyserini.loco.choose_layer_cap`).
+The preset is trained at that cap and records the LOCO figures of that cap from the cap's own
+`loco --max-layer` run (--loco-dir, written by the commands in docs/results.md).
+
+    python scripts/choose_layer_cap.py --method heads+bm25+dense --caps 5,10,15,20,29 \
+        --loco-dir runs/loco/smollm2-135m-cap{cap} --uncapped-dir runs/loco/smollm2-135m
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from routehead_pyserini.jvm import ensure_jvm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", default="heads+bm25+dense")
+    parser.add_argument("--caps", default="5,10,15,20,29")
+    parser.add_argument("--collections", default="pipelines/collections/development.yaml")
+    parser.add_argument("--exclude", default="trec-dl-2019")
+    parser.add_argument("--loco-dir", default="runs/loco/smollm2-135m-cap{cap}")
+    parser.add_argument("--uncapped-dir", default="runs/loco/smollm2-135m")
+    parser.add_argument("--presets-dir", default="routehead_pyserini/presets")
+    parser.add_argument("--output", default="runs/loco/layer-cap.json")
+    args = parser.parse_args()
+    ensure_jvm()
+    from routehead_pyserini.loco import METHODS, choose_layer_cap
+    from routehead_pyserini.pooled import load_pooled, read_collections
+    from routehead_pyserini.presets import train_preset, write_preset
+    from routehead_pyserini.rerank import PromptSettings, Reranker
+
+    reranker = Reranker("smollm2-135m", "all", settings=PromptSettings(doc_max_tokens=128, mode="pointwise"), batch_size=5)
+    method = METHODS[args.method]
+    data = load_pooled(read_collections(args.collections), reranker, top_k=20, dense=method.dense)
+    keep = [c.name for c in data.collections if c.name != args.exclude]
+    caps = [int(c) for c in args.caps.split(",")]
+    cap, rows = choose_layer_cap(data.training_set(method.fuse, method.dense, keep), method, caps)
+    shipped = None if cap >= data.dataset.shape[0] - 1 else cap
+    print(json.dumps({"chosen": cap, "rows": rows}, indent=1))
+    folder = args.uncapped_dir if shipped is None else args.loco_dir.format(cap=cap)
+    pooled = [t for t in json.loads(Path(folder, "report.json").read_text()) if t["protocol"] == "pooled-cv"]
+    report = next(t for t in json.loads(Path(folder, "report.json").read_text()) if t["protocol"] == "loco")
+    name = method.capped(shipped).name
+    scores = {"loco": {**{c: round(report["cells"][name][c]["means"]["nDCG@10"], 4) for c in report["collections"]},
+                       "mean": round(report["means"][name], 4)},
+              **({"pooled_cv": {**{c: round(pooled[0]["cells"][name][c]["means"]["nDCG@10"], 4) for c in pooled[0]["collections"]},
+                                "mean": round(pooled[0]["means"][name], 4)}} if pooled else {}),
+              "layer_cap": {"chosen": cap, "by": "shallowest cap within one standard error of the best, leave-one-collection-out "
+                                                 "over the training collections", "caps": rows}}
+    prompt = {**{k: v for k, v in reranker.describe()["settings"].items() if k != "max_context"}, "top_k": 20}
+    head_set = train_preset(data, method.capped(shipped), model_name=reranker.model.name, model_fingerprint=reranker.model.fingerprint,
+                            prompt_settings=prompt, scores=scores, exclude=[args.exclude],
+                            command="python scripts/choose_layer_cap.py --method " + args.method + " --caps " + args.caps)
+    write_preset(head_set, Path(args.presets_dir) / reranker.model.name / f"{args.method}.json")
+    Path(args.output).write_text(json.dumps({"chosen": cap, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
