@@ -155,7 +155,12 @@ def cap_layers(train: Dataset, max_layer: int | None) -> Dataset:
 
 def choose_layer_cap(train: Dataset, method: Method, caps: Sequence[int], space: SearchSpace = SearchSpace()) -> tuple[int | None, list[dict]]:
     """The shallowest cap whose inner-validation nDCG@10 is within one standard error of the best
-    cap's (the standard error over the inner folds of the best), and every cap's figures."""
+    cap's, and every cap's figures.
+
+    The standard error is that of the *paired* per-fold differences to the best cap: the folds
+    (collections, under leave-one-collection-out) differ far more from each other than the caps
+    do, and an unpaired error would call every cap "within noise" and always pick the shallowest.
+    """
     rows = []
     for cap in caps:
         fitted = fit(train, method.capped(cap), space)
@@ -163,9 +168,11 @@ def choose_layer_cap(train: Dataset, method: Method, caps: Sequence[int], space:
         rows.append({"max_layer": cap, "ndcg": fitted.cv_ndcg, "fold_ndcg": folds or [], "heads": fitted.n_heads,
                      "deepest_layer": fitted.deepest_layer})
     best = max(rows, key=lambda r: r["ndcg"])
-    values = best["fold_ndcg"]
-    se = (torch.tensor(values, dtype=torch.float64).std().item() / math.sqrt(len(values))) if len(values) > 1 else 0.0
-    chosen = min((r for r in rows if r["ndcg"] >= best["ndcg"] - se), key=lambda r: r["max_layer"])
+    for row in rows:
+        diffs = torch.tensor(row["fold_ndcg"], dtype=torch.float64) - torch.tensor(best["fold_ndcg"], dtype=torch.float64)
+        row["paired_se"] = float(diffs.std() / math.sqrt(len(diffs))) if len(diffs) > 1 else 0.0
+        row["within_noise"] = row["ndcg"] >= best["ndcg"] - row["paired_se"]
+    chosen = min((r for r in rows if r["within_noise"]), key=lambda r: r["max_layer"])
     return chosen["max_layer"], rows
 
 

@@ -28,9 +28,10 @@ def main() -> None:
     parser.add_argument("--uncapped-dir", default="runs/loco/smollm2-135m")
     parser.add_argument("--presets-dir", default="routehead_pyserini/presets")
     parser.add_argument("--output", default="runs/loco/layer-cap.json")
+    parser.add_argument("--losses", default="pointwise", help="as `loco --losses` (the same as the LOCO runs)")
     args = parser.parse_args()
     ensure_jvm()
-    from routehead_pyserini.loco import METHODS, choose_layer_cap
+    from routehead_pyserini.loco import METHODS, SearchSpace, choose_layer_cap
     from routehead_pyserini.pooled import load_pooled, read_collections
     from routehead_pyserini.presets import train_preset, write_preset
     from routehead_pyserini.rerank import PromptSettings, Reranker
@@ -40,7 +41,8 @@ def main() -> None:
     data = load_pooled(read_collections(args.collections), reranker, top_k=20, dense=method.dense)
     keep = [c.name for c in data.collections if c.name != args.exclude]
     caps = [int(c) for c in args.caps.split(",")]
-    cap, rows = choose_layer_cap(data.training_set(method.fuse, method.dense, keep), method, caps)
+    space = SearchSpace(tuple(args.losses.split(",")))
+    cap, rows = choose_layer_cap(data.training_set(method.fuse, method.dense, keep), method, caps, space)
     shipped = None if cap >= data.dataset.shape[0] - 1 else cap
     print(json.dumps({"chosen": cap, "rows": rows}, indent=1))
     folder = args.uncapped_dir if shipped is None else args.loco_dir.format(cap=cap)
@@ -51,11 +53,11 @@ def main() -> None:
                        "mean": round(report["means"][name], 4)},
               **({"pooled_cv": {**{c: round(pooled[0]["cells"][name][c]["means"]["nDCG@10"], 4) for c in pooled[0]["collections"]},
                                 "mean": round(pooled[0]["means"][name], 4)}} if pooled else {}),
-              "layer_cap": {"chosen": cap, "by": "shallowest cap within one standard error of the best, leave-one-collection-out "
+              "layer_cap": {"chosen": cap, "by": "shallowest cap within one paired standard error of the best, leave-one-collection-out "
                                                  "over the training collections", "caps": rows}}
     prompt = {**{k: v for k, v in reranker.describe()["settings"].items() if k != "max_context"}, "top_k": 20}
     head_set = train_preset(data, method.capped(shipped), model_name=reranker.model.name, model_fingerprint=reranker.model.fingerprint,
-                            prompt_settings=prompt, scores=scores, exclude=[args.exclude],
+                            prompt_settings=prompt, scores=scores, exclude=[args.exclude], space=space,
                             command="python scripts/choose_layer_cap.py --method " + args.method + " --caps " + args.caps)
     write_preset(head_set, Path(args.presets_dir) / reranker.model.name / f"{args.method}.json")
     Path(args.output).write_text(json.dumps({"chosen": cap, "rows": rows}, indent=1) + "\n")
