@@ -519,7 +519,7 @@ def rerank(obj: Context, preset: str | None, heads: str | None, router_path: str
 
     if method == "dense":
         if heads or router_path or preset:
-            raise click.UsageError("--heads, --router and --preset belong to --method auto/heads (attention heads), not --method dense")
+            raise click.UsageError("--heads, --router and --preset belong to --method heads (or auto: attention heads), not --method dense")
         if opts.get("workers"):
             raise click.UsageError("--workers belongs to --method heads (the dense encoder runs in this process)")
         _dense_rerank(obj, opts, dense_model, dense_batch_size, output, run_tag)
