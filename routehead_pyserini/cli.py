@@ -407,6 +407,8 @@ def _candidate_run(obj: Context, opts: dict):
     """The first-stage run of the scoring options, or its fixed --sample (after --sample-offset)."""
     from .sources import candidate_run
 
+    if not opts.get("run_name"):
+        raise click.UsageError("Missing option '--run' (the first-stage run to re-rank).")
     return candidate_run(opts["run_name"], obj.data_dir, sample=opts["sample"], seed=opts["seed"], offset=opts["sample_offset"])
 
 
@@ -415,10 +417,8 @@ def _scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, rout
     """The re-ranker and inputs of the scoring options. ``recorded``: the prompt settings of the
     trained file in use (``origin`` names it): they replace the defaults, and a conflicting explicit
     option is an error."""
-    from .rerank import PromptSettings, Reranker, merge_settings
+    from .rerank import Reranker
 
-    if not opts.get("run_name"):
-        raise click.UsageError("Missing option '--run' (the first-stage run to re-rank).")
     obj.apply_threads()
 
     sources = [opts[k] for k in ("index_name", "corpus", "candidates") if opts[k]]
@@ -433,13 +433,8 @@ def _scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, rout
     model_name = opts["model"]
     run = _candidate_run(obj, opts)
     texts, topic_map = _text_source(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
-    values = merge_settings({k: opts.get(k) for k in ("mode", "order", "doc_max_tokens", "attention_norm", "top_k")},
-                            recorded or {}, origin, defaults or {})
-    if values["mode"] == "pointwise" and values["order"] != "bm25":
-        raise click.UsageError("--order applies to --mode listwise (a pointwise prompt holds one passage)")
-    settings = PromptSettings(doc_max_tokens=values["doc_max_tokens"] or None, max_context=opts["max_context"], order=values["order"],
-                              mode=values["mode"], attention_norm=values["attention_norm"])
-    opts = {**opts, "top_k": values["top_k"]}
+    settings, top_k = _prompt_settings(opts, recorded, origin, defaults)
+    opts = {**opts, "top_k": top_k}
     trained = None
     if router:
         from .models import load_model
@@ -456,6 +451,20 @@ def _scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, rout
                             cache=cache_arg, router=trained)
     logger.info("scoring with %s", _describe_scoring(reranker.describe()))
     return ScoringJob(reranker, run, topic_map, texts, opts["top_k"], opts["on_missing"])
+
+
+def _prompt_settings(opts: dict, recorded: dict | None = None, origin: str = "", defaults: dict | None = None):
+    """``(PromptSettings, top_k)`` of the scoring options: an explicit option, else the trained file's
+    ``recorded`` setting (a conflict is an error naming both), else ``defaults``, else the package's."""
+    from .rerank import PromptSettings, merge_settings
+
+    values = merge_settings({k: opts.get(k) for k in ("mode", "order", "doc_max_tokens", "attention_norm", "top_k")},
+                            recorded or {}, origin, defaults or {})
+    if values["mode"] == "pointwise" and values["order"] != "bm25":
+        raise click.UsageError("--order applies to --mode listwise (a pointwise prompt holds one passage)")
+    settings = PromptSettings(doc_max_tokens=values["doc_max_tokens"] or None, max_context=opts["max_context"], order=values["order"],
+                              mode=values["mode"], attention_norm=values["attention_norm"])
+    return settings, values["top_k"]
 
 
 def _batch_size(opts: dict, settings) -> int:
@@ -551,18 +560,15 @@ class MethodChoice:
 
 def _rerank_fusion_only(obj: Context, opts: dict, choice: "MethodChoice", output: Path, run_tag: str | None, no_cache: bool) -> None:
     """A head set whose every head weight is 0: the fused first stage (and bi-encoder) alone, no LLM."""
-    from .rerank import merge_settings, rerank_fusion_only
+    from .rerank import rerank_fusion_only
     from .trec import write_run
 
-    if not opts.get("run_name"):
-        raise click.UsageError("Missing option '--run' (the first-stage run to re-rank).")
-    values = merge_settings({k: opts.get(k) for k in ("mode", "order", "doc_max_tokens", "attention_norm", "top_k")},
-                            choice.recorded, choice.origin, choice.defaults)
+    _, top_k = _prompt_settings(opts, choice.recorded, choice.origin, choice.defaults)
     run = _candidate_run(obj, opts)
     texts, topics = _text_source(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
     logger.info("%s weights no head: fused first stage%s only, no LLM loaded", choice.origin,
                 " and bi-encoder" if choice.head_set.extra.get("fuse_dense") else "")
-    reranked, stats = rerank_fusion_only(choice.head_set, run, topics, texts, top_k=values["top_k"], on_missing=opts["on_missing"],
+    reranked, stats = rerank_fusion_only(choice.head_set, run, topics, texts, top_k=top_k, on_missing=opts["on_missing"],
                                          progress=obj.progress, cache_root=opts["cache_dir"], use_cache=not no_cache)
     write_run(reranked, output, tag=run_tag or "fusion")
     click.echo(f"wrote {output}: {stats.queries} queries, {stats.reranked_docs} documents re-ranked by fusion alone (no LLM)")
@@ -874,7 +880,7 @@ def _train_weights_pooled(obj: Context, collections_path: str, output: Path, con
 
     from .heads import write_head_set
     from .pooled import load_pooled, read_collections
-    from .rerank import PromptSettings, Reranker, merge_settings
+    from .rerank import Reranker
     from .weights import to_head_set, train_weights
 
     obj.apply_threads()
@@ -882,18 +888,16 @@ def _train_weights_pooled(obj: Context, collections_path: str, output: Path, con
     if clashes or cv_run:
         raise click.UsageError("--collections replaces --run/--index/--corpus/--candidates/--topics/--sample/--cv-run "
                                "(each collection names its own; `routehead-pyserini loco` evaluates held-out collections)")
-    values = merge_settings({k: opts.get(k) for k in ("mode", "order", "doc_max_tokens", "attention_norm", "top_k")}, {}, "")
-    settings = PromptSettings(doc_max_tokens=values["doc_max_tokens"] or None, max_context=opts["max_context"], order=values["order"],
-                              mode=values["mode"], attention_norm=values["attention_norm"])
+    settings, top_k = _prompt_settings(opts)
     reranker = Reranker(opts["model"], "all", settings=settings, device=opts["device"], dtype=opts["dtype"],
                         batch_size=_batch_size(opts, settings), cache=opts["cache_dir"] or True)
     collections = read_collections(collections_path)
-    data = load_pooled(collections, reranker, top_k=values["top_k"], data_dir=obj.data_dir, dense=fuse_dense,
+    data = load_pooled(collections, reranker, top_k=top_k, data_dir=obj.data_dir, dense=fuse_dense,
                        on_missing=opts["on_missing"], progress=obj.progress)
     groups = len(collections) >= 2
     learned = train_weights(data.training_set(fuse, fuse_dense), replace(config, cv_by="group" if groups else "query"))
     counts = {c.name: sum(1 for q in data.dataset.queries if q.group == c.name) for c in collections}
-    info = {"prompt_settings": {**reranker.describe()["settings"], "top_k": values["top_k"]}, "collections": counts,
+    info = {"prompt_settings": {**reranker.describe()["settings"], "top_k": top_k}, "collections": counts,
             "validation": "leave one collection out" if groups else f"{config.folds}-fold over queries"}
     model = reranker.model
     write_head_set(to_head_set(learned, model_name=model.name, model_fingerprint=model.fingerprint, info=info), output)

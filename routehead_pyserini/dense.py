@@ -168,13 +168,9 @@ def dense_rerank(
     ``texts``: a :class:`.rerank.TextSource` (``get(docid) -> Document``). ``on_missing`` as in
     :meth:`.rerank.Reranker.iter_scores`: ``"skip"`` keeps a candidate without text unscored below.
     """
-    from .rerank import RerankError, ranked_hits
+    from .rerank import check_run_inputs, ranked_hits
 
-    if on_missing not in {"error", "skip"}:
-        raise ValueError("on_missing must be 'error' or 'skip'")
-    no_text = [q for q in run if q not in topics]
-    if no_text:
-        raise RerankError(f"{len(no_text)} queries of the run have no topic text (first: {no_text[:5]}); check --topics")
+    check_run_inputs(run, topics, on_missing)
     stats = DenseStats()
     docs: dict[str, Document] = {}
     plan: dict[str, tuple[list[str], list[Hit]]] = {}

@@ -234,9 +234,9 @@ class Reranker:
         self.prefix_cache = PrefixCache() if settings.mode == "pointwise" and share_prefix else None
         # One cache per single order scored (order "both" reads and writes the bm25 and reversed ones).
         self.caches: dict[str, ScoreCache] = {}
-        self.cache_root = None if cache is True or not cache else cache
+        self.cache_root = None if cache is True or not cache else cache  # None: the default folder
         if cache:
-            root = None if cache is True else cache
+            root = self.cache_root
             for order in self._orders():
                 key = replace(settings, order=order).cache_key()
                 self.caches[order] = ScoreCache(self.model.fingerprint, key, root)
@@ -340,11 +340,7 @@ class Reranker:
         set is the router's choice for the query (all queries are routed first, from their text
         alone), or the re-ranker's fixed set.
         """
-        if on_missing not in {"error", "skip"}:
-            raise ValueError("on_missing must be 'error' or 'skip'")
-        no_text = [q for q in run if q not in topics]
-        if no_text:
-            raise RerankError(f"{len(no_text)} queries of the run have no topic text (first: {no_text[:5]}); check --topics")
+        check_run_inputs(run, topics, on_missing)
         stats = stats if stats is not None else RerankStats()
         routed: dict[str, HeadSet] = {}
         if self.router is not None:
@@ -405,6 +401,15 @@ class Reranker:
         return {"model": self.model.name, "fingerprint": self.model.fingerprint, "heads": heads,
                 "settings": asdict(self.settings), "max_context": self.max_context}
 
+
+
+def check_run_inputs(run: Run, topics: Mapping[str, str], on_missing: str) -> None:
+    """Refuse an ``on_missing`` other than error/skip, and a run query without topic text."""
+    if on_missing not in {"error", "skip"}:
+        raise ValueError("on_missing must be 'error' or 'skip'")
+    no_text = [q for q in run if q not in topics]
+    if no_text:
+        raise RerankError(f"{len(no_text)} queries of the run have no topic text (first: {no_text[:5]}); check --topics")
 
 
 def candidate_texts(qid: str, hits: Sequence[Hit], texts: TextSource, on_missing: str) -> tuple[list[Document], list[Hit]]:
@@ -474,7 +479,7 @@ def ranked_hits(docids: Sequence[str], values: Sequence[float], rest: Sequence[H
 def needs_model(head_set: HeadSet) -> bool:
     """False for a learned head set whose every head weight is 0 (the fusion-only control): its
     ranking is the fused first-stage score and bi-encoder cosine alone, so no LLM is loaded."""
-    return not (head_set.weights is not None and all(w == 0.0 for w in head_set.weights)
+    return not (head_set.weights is not None and head_set.model_shape is not None and all(w == 0.0 for w in head_set.weights)
                 and (fusion_of(head_set) is not None or dense_fusion_of(head_set) is not None))
 
 
@@ -482,14 +487,8 @@ def rerank_fusion_only(head_set: HeadSet, run: Run, topics: Mapping[str, str], t
                        on_missing: str = "error", progress: bool = True, cache_root=None, use_cache: bool = True) -> tuple[Run, RerankStats]:
     """:meth:`Reranker.rerank_run` for a head set that :func:`needs_model` says needs no LLM: the same
     candidates, order rules and fusion arithmetic (:func:`.weights.fused_scores` with every head at 0)."""
-    from .weights import first_stage_feature
-
-    if on_missing not in {"error", "skip"}:
-        raise ValueError("on_missing must be 'error' or 'skip'")
-    no_text = [q for q in run if q not in topics]
-    if no_text:
-        raise RerankError(f"{len(no_text)} queries of the run have no topic text (first: {no_text[:5]}); check --topics")
-    fuse, dense_fusion = fusion_of(head_set), dense_fusion_of(head_set)
+    check_run_inputs(run, topics, on_missing)
+    dense_fusion = dense_fusion_of(head_set)
     scorer = None
     if dense_fusion is not None and dense_fusion.weight != 0.0:
         from .dense import CachedDenseScorer
@@ -506,10 +505,8 @@ def rerank_fusion_only(head_set: HeadSet, run: Run, topics: Mapping[str, str], t
             out[qid] = ranked_hits([], [], rest)
             continue
         first = {h.docid: h.score for h in run[qid]}
-        values = torch.zeros(len(docs), dtype=torch.float64)
-        if fuse is not None and fuse.weight != 0.0:
-            values = values + fuse.weight * first_stage_feature([first[d.docid] for d in docs])
-        if scorer is not None:
-            values = values + dense_fusion.weight * first_stage_feature(scorer.scores(qid, topics[qid], docs))
+        cosines = None if scorer is None else scorer.scores(qid, topics[qid], docs)
+        no_heads = torch.zeros(*head_set.model_shape, len(docs))  # every head weighs 0: only the fusion terms count
+        values = fused_scores(no_heads, head_set, [first[d.docid] for d in docs], cosines)
         out[qid] = ranked_hits([d.docid for d in docs], values.tolist(), rest)
     return Run(out), stats
