@@ -34,9 +34,9 @@ DEFAULT_SETTINGS = "single,workers:1,workers:2"
 
 def load_inputs(top_k: int, queries: int):
     """A run, topics and texts for the first ``queries`` DL19 queries (BM25 order, top ``top_k``)."""
-    from routehead_pyserini.corpus import Document
-    from routehead_pyserini.rerank import DictTexts
-    from routehead_pyserini.trec import Hit, Run
+    from routehead_pyserini.data.corpus import Document
+    from routehead_pyserini.firststage.sources import DictTexts
+    from routehead_pyserini.data.trec import Hit, Run
 
     by_qid: dict[str, list[dict]] = {}
     with (DATA / "trec-dl-2019" / "bm25_top100.jsonl").open() as handle:
@@ -55,7 +55,7 @@ def load_inputs(top_k: int, queries: int):
 def run_one(setting: str, top_k: int, queries: int, run_path: Path) -> dict:
     import torch
 
-    from routehead_pyserini.trec import write_run
+    from routehead_pyserini.data.trec import write_run
 
     run, topics, texts = load_inputs(top_k, queries)
     kind, *rest = setting.split(":")
@@ -63,15 +63,15 @@ def run_one(setting: str, top_k: int, queries: int, run_path: Path) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         result = {"setting": setting, "queries": len(run), "top_k": top_k, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
         if kind == "single":
-            from routehead_pyserini.models import load_model
-            from routehead_pyserini.rerank import Reranker
+            from routehead_pyserini.engine.models import load_model
+            from routehead_pyserini.rerank.reranker import Reranker
 
             reranker = Reranker(load_model("smollm2-135m"), cache=cache)
             result.update(torch_threads=torch.get_num_threads())
         else:
             import ray
 
-            from routehead_pyserini.distributed import DistributedReranker, WorkerConfig, WorkerPool
+            from routehead_pyserini.rerank.distributed import DistributedReranker, WorkerConfig, WorkerPool
 
             workers, cpus = int(rest[0]), float(rest[1]) if len(rest) > 1 else 1.0
             ray.init(include_dashboard=False, logging_level=logging.WARNING)

@@ -2,7 +2,7 @@
 with and without padded batches, on the same queries and candidates.
 
 Each setting runs in its own subprocess (so that its peak RSS is its own) through
-:class:`routehead_pyserini.rerank.Reranker` exactly as ``rerank`` scores a query, all heads, no
+:class:`routehead_pyserini.rerank.reranker.Reranker` exactly as ``rerank`` scores a query, all heads, no
 score cache. Candidates: the first ``--queries`` TREC DL 2019 queries with the BM25 passages of
 the shipped candidates file (``bm25_top100.jsonl``). Besides wall time the script reports the
 process CPU time per query, which a busy machine disturbs less than wall time.
@@ -31,7 +31,7 @@ DEFAULT_SETTINGS = ("listwise:bm25:1,listwise:reversed:1,listwise:both:1,listwis
 
 
 def load_queries(top_k: int, queries: int):
-    from routehead_pyserini.corpus import Document
+    from routehead_pyserini.data.corpus import Document
 
     by_qid: dict[str, list[dict]] = {}
     with (DATA / "trec-dl-2019" / "bm25_top100.jsonl").open() as handle:
@@ -48,8 +48,8 @@ def load_queries(top_k: int, queries: int):
 def run_one(setting: str, top_k: int, queries: int) -> dict:
     import torch
 
-    from routehead_pyserini.models import load_model
-    from routehead_pyserini.rerank import PromptSettings, Reranker
+    from routehead_pyserini.engine.models import load_model
+    from routehead_pyserini.rerank.reranker import PromptSettings, Reranker
 
     mode, order, batch = setting.split(":")
     torch.manual_seed(0)

@@ -43,10 +43,10 @@ def layer_flops_per_token(spec_config) -> float:
 
 
 def child(method: str, queries: int, top_k: int) -> None:
-    from routehead_pyserini.jvm import ensure_jvm
+    from routehead_pyserini.firststage.jvm import ensure_jvm
 
     ensure_jvm()
-    from routehead_pyserini.sources import TextSpec, candidate_run, text_source
+    from routehead_pyserini.firststage.sources import TextSpec, candidate_run, text_source
 
     run = candidate_run("trec-dl-2019")
     run = type(run)({q: run[q] for q in run.qids()[:queries]})
@@ -56,12 +56,12 @@ def child(method: str, queries: int, top_k: int) -> None:
     if method == "bm25":
         pass
     elif method == "bi-encoder":
-        from routehead_pyserini.dense import PACKAGED, dense_rerank, load_encoder
+        from routehead_pyserini.firststage.dense import PACKAGED, dense_rerank, load_encoder
 
         dense_rerank(load_encoder(PACKAGED), run, topics, texts, top_k=top_k, progress=False)
     else:
-        from routehead_pyserini.presets import default_preset
-        from routehead_pyserini.rerank import PromptSettings, Reranker
+        from routehead_pyserini.heads.presets import default_preset
+        from routehead_pyserini.rerank.reranker import PromptSettings, Reranker
 
         preset = default_preset("smollm2-135m")
         settings = PromptSettings(**{k: v for k, v in preset.prompt_settings.items() if k != "top_k"})
@@ -69,8 +69,8 @@ def child(method: str, queries: int, top_k: int) -> None:
         reranker = Reranker("smollm2-135m", heads, settings=settings, batch_size=5, cache=False,
                             share_prefix=method != "pointwise-all")
         model_config = reranker.model.model.config.get_text_config()
-        for qid, scores, _, _ in reranker.iter_scores(run, topics, texts, top_k=top_k, progress=False):
-            tokens += scores.info["tokens"]
+        for item in reranker.iter_scores(run, topics, texts, top_k=top_k, progress=False):
+            tokens += item.scores.info["tokens"]
         layers_run = model_config.num_hidden_layers if heads == "all" else preset.head_set.deepest_layer + 1
         flops = tokens * layers_run * layer_flops_per_token(model_config)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu0

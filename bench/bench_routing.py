@@ -2,7 +2,7 @@
 
 On the first ``--queries`` DL19 queries (BM25 top-20, prompts as ``rerank`` builds them), SmolLM2:
 
-- ``all heads``: :func:`routehead_pyserini.scoring.score_prompt` over all 30 x 9 heads;
+- ``all heads``: :func:`routehead_pyserini.engine.scoring.score_prompt` over all 30 x 9 heads;
 - ``routed, deepest layer L``: the same prompt, only the heads of a routed set whose deepest head
   is in layer ``L`` (the forward stops there) — for each ``--deepest`` value;
 - ``routing``: embedding the query text (middle layer) and one router forward, per query.
@@ -32,10 +32,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
 
-    from routehead_pyserini.models import load_model
-    from routehead_pyserini.query_embedding import embed_queries
-    from routehead_pyserini.router import RouterConfig, train_router
-    from routehead_pyserini.scoring import score_prompt
+    from routehead_pyserini.engine.models import load_model
+    from routehead_pyserini.engine.query_embedding import embed_queries
+    from routehead_pyserini.heads.router import RouterConfig, train_router
+    from routehead_pyserini.engine.scoring import score_prompt
 
     model = load_model("smollm2-135m")
     prompts = [windows[0] for windows in load_prompts(model, 20, args.queries)]

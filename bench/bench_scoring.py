@@ -10,7 +10,7 @@ Methods, each run in its own subprocess so that its peak RSS is its own:
   else — the physical floor for a method that must read the whole prompt once.
 
 Prompts: the first ``--queries`` DL19 queries with their BM25 top-k passages (the shipped
-candidates with text), built by :func:`routehead_pyserini.prompt.build_windows` exactly as
+candidates with text), built by :func:`routehead_pyserini.engine.prompt.build_windows` exactly as
 ``rerank`` builds them. Where the naive method's attention maps alone would exceed
 ``--naive-max-gb`` it is not run and its estimated map size is reported instead.
 
@@ -32,8 +32,8 @@ METHODS = ("routehead", "naive", "sdpa-floor")
 
 
 def load_prompts(model, top_k: int, queries: int):
-    from routehead_pyserini.corpus import Document
-    from routehead_pyserini.prompt import build_windows
+    from routehead_pyserini.data.corpus import Document
+    from routehead_pyserini.engine.prompt import build_windows
 
     rows = [json.loads(line) for line in (DATA / "trec-dl-2019" / "bm25_top100.jsonl").open()]
     by_qid: dict[str, list[dict]] = {}
@@ -57,8 +57,8 @@ def naive_map_gb(model, prompts) -> float:
 def run_one(method: str, top_k: int, queries: int) -> dict:
     import torch
 
-    from routehead_pyserini.models import load_model
-    from routehead_pyserini.scoring import score_prompt
+    from routehead_pyserini.engine.models import load_model
+    from routehead_pyserini.engine.scoring import score_prompt
 
     torch.manual_seed(0)
     model = load_model("smollm2-135m")
@@ -121,7 +121,7 @@ def main() -> None:
     for top_k in args.top_k or [20]:
         for method in args.methods.split(","):
             if method == "naive":
-                from routehead_pyserini.models import load_model
+                from routehead_pyserini.engine.models import load_model
 
                 model = load_model("smollm2-135m")
                 gb = naive_map_gb(model, load_prompts(model, top_k, args.queries))

@@ -1,14 +1,23 @@
 """routehead-pyserini: re-rank Pyserini runs with (routed) attention heads of a frozen LLM.
 
-The package reads like the pipeline: first stage (:mod:`.index`, :mod:`.search`, :mod:`.sources`)
-→ prompt → attention → scoring (the frozen LLM) → heads and learned weights (:mod:`.heads`,
-:mod:`.weights`, routers) → re-ranking (:mod:`.rerank`, :mod:`.presets`) → evaluation
-(:mod:`.evaluate`, :mod:`.loco`) → pipelines → CLI (:mod:`.cli`). Formats live in :mod:`.trec`;
-the one JVM is started by :mod:`.jvm` before anything imports Pyserini.
+The subpackages read like the pipeline and import one way only, each from those before it:
+:mod:`.data` (TREC files, corpora, registry) → :mod:`.firststage` (JVM, BM25, dense, candidate text)
+→ :mod:`.engine` (the frozen LLM: prompts, query-row attention, per-head scores and their cache)
+→ :mod:`.heads` (head sets, learned weights, routers, presets) → :mod:`.rerank` (the Reranker)
+→ :mod:`.eval` (measures, reports, leave-one-collection-out) → :mod:`.pipeline` (YAML pipelines)
+→ :mod:`.cli` (the ``routehead-pyserini`` command). :mod:`.errors`, :mod:`.config` and
+:mod:`.files` sit under all of them.
 
 The public face is small and lazy: importing the package loads neither torch nor the JVM::
 
-    from routehead_pyserini import Reranker, read_run, write_run, evaluate_run
+    from routehead_pyserini import Reranker, rerank_run, read_run, write_run, evaluate
+
+    reranker = Reranker.from_preset()                # the shipped default for SmolLM2-135M
+    ranking = reranker.rank(query, [(docid, text), ...], scores=[bm25, ...])
+    ranking.top_k(10).docids
+    reranker.rerank_hits(query, searcher.search(query, k=20))      # Pyserini hits
+    reranker.transform(df)                           # qid, query, docno, text[, score, rank]
+    evaluate(rerank_run("run.trec", "topics.tsv", "index/"), "qrels.txt")   # {"nDCG@10": ...}
 """
 from __future__ import annotations
 
@@ -18,12 +27,15 @@ __version__ = "0.1.0"
 
 #: name -> the module that defines it (imported on first use)
 _PUBLIC = {
-    "Reranker": "rerank", "PromptSettings": "rerank", "RankedDocument": "rerank",
-    "HeadSet": "heads", "parse_heads": "heads", "read_head_set": "heads", "write_head_set": "heads",
-    "Preset": "presets", "list_presets": "presets", "get_preset": "presets", "default_preset": "presets",
-    "read_run": "trec", "write_run": "trec", "read_qrels": "trec", "read_topics": "trec", "Run": "trec", "Hit": "trec",
-    "evaluate_run": "evaluate",
-    "load_model": "models",
+    "Reranker": "rerank.reranker", "Ranking": "rerank.results", "RankedDocument": "rerank.results",
+    "PromptSettings": "rerank.settings", "rerank_run": "rerank.runs",
+    "HeadSet": "heads.head_set", "parse_heads": "heads.head_set", "read_head_set": "heads.head_set",
+    "write_head_set": "heads.head_set", "load_router": "heads.loading",
+    "Preset": "heads.presets", "list_presets": "heads.presets", "get_preset": "heads.presets", "default_preset": "heads.presets",
+    "read_run": "data.trec", "write_run": "data.trec", "read_qrels": "data.trec", "read_topics": "data.trec",
+    "Run": "data.trec", "Hit": "data.trec", "Document": "data.corpus",
+    "evaluate": "eval.evaluate", "evaluate_run": "eval.evaluate",
+    "load_model": "engine.models", "UserError": "errors", "ensure_jvm": "firststage.jvm",
 }
 __all__ = ["__version__", *_PUBLIC]
 

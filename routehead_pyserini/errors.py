@@ -8,3 +8,7 @@ else is a bug and keeps its traceback. Each subclass also derives from the match
 
 class UserError(Exception):
     """An error whose message tells the user what to fix."""
+
+
+class RerankError(UserError, ValueError):
+    """Inputs that do not fit together (a run query without topic text, ...)."""

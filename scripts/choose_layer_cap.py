@@ -2,7 +2,7 @@
 
 For the preset's method, each cap of --caps is scored by leave-one-collection-out validation over
 the preset's training collections (TREC DL 2019 left out, as for the presets); the shallowest cap
-within one standard error of the best is chosen (:func:`routehead_pyserini.loco.choose_layer_cap`).
+within one standard error of the best is chosen (:func:`routehead_pyserini.eval.loco.choose_layer_cap`).
 The preset is trained at that cap and records the LOCO figures of that cap from the cap's own
 `loco --max-layer` run (--loco-dir, written by the commands in docs/results.md).
 
@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from routehead_pyserini.jvm import ensure_jvm
+from routehead_pyserini.firststage.jvm import ensure_jvm
 
 
 def main() -> None:
@@ -31,10 +31,11 @@ def main() -> None:
     parser.add_argument("--losses", default="pointwise", help="as `loco --losses` (the same as the LOCO runs)")
     args = parser.parse_args()
     ensure_jvm()
-    from routehead_pyserini.loco import METHODS, SearchSpace, choose_layer_cap
-    from routehead_pyserini.pooled import load_pooled, read_collections
-    from routehead_pyserini.presets import train_preset, write_preset
-    from routehead_pyserini.rerank import PromptSettings, Reranker
+    from routehead_pyserini.eval.loco import METHODS, SearchSpace, choose_layer_cap
+    from routehead_pyserini.heads.pooled import load_pooled, read_collections
+    from routehead_pyserini.eval.loco import train_preset
+    from routehead_pyserini.heads.presets import write_preset
+    from routehead_pyserini.rerank.reranker import PromptSettings, Reranker
 
     reranker = Reranker("smollm2-135m", "all", settings=PromptSettings(doc_max_tokens=128, mode="pointwise"), batch_size=5)
     method = METHODS[args.method]

@@ -25,18 +25,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from routehead_pyserini.controls import sample_queries  # noqa: E402
+from routehead_pyserini.data.controls import sample_queries  # noqa: E402
 from routehead_pyserini.files import atomic_write_text  # noqa: E402
-from routehead_pyserini.head_analysis import doc_gains, ideal_dcg, ndcg_at_k  # noqa: E402
-from routehead_pyserini.heads import normalise_scores  # noqa: E402
-from routehead_pyserini.labels import Labels, SearchParams, label_queries, router_targets  # noqa: E402
-from routehead_pyserini.models import load_model  # noqa: E402
-from routehead_pyserini.query_embedding import embed_queries  # noqa: E402
-from routehead_pyserini.registry import lookup, resolve_index  # noqa: E402
-from routehead_pyserini.rerank import PromptSettings, Reranker  # noqa: E402
-from routehead_pyserini.router import RouterConfig, train_router  # noqa: E402
-from routehead_pyserini.search import DocumentStore  # noqa: E402
-from routehead_pyserini.trec import read_qrels, read_run, read_topics  # noqa: E402
+from routehead_pyserini.heads.ndcg import doc_gains, ideal_dcg, ndcg_at_k  # noqa: E402
+from routehead_pyserini.heads.head_set import normalise_scores  # noqa: E402
+from routehead_pyserini.heads.labels import Labels, SearchParams, label_queries, router_targets  # noqa: E402
+from routehead_pyserini.engine.models import load_model  # noqa: E402
+from routehead_pyserini.engine.query_embedding import embed_queries  # noqa: E402
+from routehead_pyserini.data.registry import lookup  # noqa: E402
+from routehead_pyserini.firststage.index import resolve_index  # noqa: E402
+from routehead_pyserini.rerank.reranker import PromptSettings, Reranker  # noqa: E402
+from routehead_pyserini.heads.router import RouterConfig, train_router  # noqa: E402
+from routehead_pyserini.firststage.search import DocumentStore  # noqa: E402
+from routehead_pyserini.data.trec import read_qrels, read_run, read_topics  # noqa: E402
 
 SETS = {  # name: (run, index, passage tokens, sample, sample offset) — as scripts/icr_results.sh
     "scifact": ("runs/bm25/scifact.trec", "scifact", 128, 200, 0),
@@ -60,7 +61,8 @@ class QuerySet:
         topics, qrels = read_topics(lookup(index, "topics")), read_qrels(lookup(index, "qrels"))
         reranker = Reranker(model, settings=PromptSettings(doc_max_tokens=doc_tokens))
         self.entries, self.z, self.gains, self.ideal = [], {}, {}, {}
-        for qid, scores, _, _ in reranker.iter_scores(run, topics, DocumentStore(resolve_index(index)), top_k=20, progress=False):
+        for item in reranker.iter_scores(run, topics, DocumentStore(resolve_index(index)), top_k=20, progress=False):
+            qid, scores = item.qid, item.scores
             if not scores.info.get("from_cache"):
                 logging.warning("%s: query %s was not in the score cache (computed now)", name, qid)
             judged = qrels.get(qid, {})

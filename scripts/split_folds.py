@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Split a run into cross-validation folds over its queries (folds by
-routehead_pyserini.head_analysis.fold_of: a seeded hash of the qid, as everywhere in this project):
+routehead_pyserini.data.folds.fold_of: a seeded hash of the qid, as everywhere in this project):
 writes OUT/fold<f>-train.trec (the other folds' queries) and OUT/fold<f>-test.trec (fold f's).
 
     .venv/bin/python scripts/split_folds.py RUN OUT [--folds 5] [--seed 0] [--data-dir DIR]
@@ -11,9 +11,9 @@ import argparse
 from pathlib import Path
 
 from routehead_pyserini.config import data_dir
-from routehead_pyserini.head_analysis import fold_of
-from routehead_pyserini.registry import lookup
-from routehead_pyserini.trec import Run, read_run, write_run
+from routehead_pyserini.data.folds import fold_of
+from routehead_pyserini.data.registry import lookup
+from routehead_pyserini.data.trec import Run, read_run, write_run
 
 
 def main() -> None:

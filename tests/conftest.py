@@ -53,7 +53,7 @@ def _isolated_score_cache(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def jvm():
     """The one JVM of this process (pyjnius cannot start a second one)."""
-    from routehead_pyserini.jvm import ensure_jvm
+    from routehead_pyserini.firststage.jvm import ensure_jvm
 
     return ensure_jvm()
 
@@ -67,8 +67,8 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def demo_index(jvm, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Lucene index of the embedded demo collection."""
-    from routehead_pyserini.demo import DEMO_DATA
-    from routehead_pyserini.index import build_index
+    from routehead_pyserini.pipeline.demo import DEMO_DATA
+    from routehead_pyserini.firststage.index import build_index
 
     index_dir = tmp_path_factory.mktemp("indexes") / "demo"
     build_index(DEMO_DATA / "corpus.jsonl", index_dir, progress=False)
@@ -101,7 +101,7 @@ from dataclasses import dataclass as _dataclass  # noqa: E402
 
 @_dataclass
 class SimpleICRPrompt:
-    """A minimal object with the layout routehead_pyserini.scoring.ICRPrompt describes (test-only)."""
+    """A minimal object with the layout routehead_pyserini.engine.scoring.ICRPrompt describes (test-only)."""
 
     prefix_ids: list[int]
     doc_spans: list[tuple[int, int]]
@@ -134,7 +134,7 @@ def build_icr_prompt(
 @pytest.fixture(scope="session")
 def smollm2():
     """The packaged SmolLM2-135M, loaded once (converted to safetensors in the cache on first use)."""
-    from routehead_pyserini.models import load_model
+    from routehead_pyserini.engine.models import load_model
 
     return load_model("smollm2-135m")
 
@@ -142,7 +142,7 @@ def smollm2():
 @pytest.fixture(scope="session")
 def gemma3():
     """The packaged Gemma 3 270M, loaded once (first use converts it: about a minute)."""
-    from routehead_pyserini.models import load_model
+    from routehead_pyserini.engine.models import load_model
 
     return load_model("gemma3-270m")
 
@@ -231,8 +231,8 @@ def tiny_model_factory():
     import torch
     from transformers import AutoModelForCausalLM
 
-    from routehead_pyserini.attention import register
-    from routehead_pyserini.models import wrap_model
+    from routehead_pyserini.engine.attention import register
+    from routehead_pyserini.engine.models import wrap_model
 
     def make(config):
         torch.manual_seed(0)

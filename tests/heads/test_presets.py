@@ -1,0 +1,94 @@
+"""Presets: `loco` trains them with their scores, `presets` lists them, `rerank` with no method
+options uses the best one, a preset refuses another model, a model without one falls back (and says so)."""
+import json
+import logging
+
+import pytest
+
+from routehead_pyserini.heads.presets import PresetError, default_preset, get_preset, list_presets
+from routehead_pyserini.data.trec import read_run, write_run, Run
+
+
+@pytest.fixture
+def demo_presets(demo_cli, tmp_path, monkeypatch):
+    """Two 'collections' from the demo queries (first and last 8), LOCO over them and presets written."""
+    run = read_run(demo_cli.bm25)
+    qids = run.qids()
+    paths = {}
+    for name, part in (("demo-a", qids[:8]), ("demo-b", qids[8:])):
+        paths[name] = tmp_path / f"{name}.trec"
+        write_run(Run({q: run[q] for q in part}), paths[name], tag="bm25")
+    index = demo_cli.common[demo_cli.common.index("--index") + 1]
+    collections = tmp_path / "collections.yaml"
+    collections.write_text("collections:\n" + "".join(
+        f"  {name}: {{run: {path}, index: {index}, topics: demo, qrels: demo}}\n" for name, path in paths.items()))
+    cache = tmp_path / "cache"
+    presets = tmp_path / "presets"
+    result = demo_cli.cli("loco", "--collections", collections, "-o", tmp_path / "loco", "--top-k", 4, "--doc-max-tokens", 64, "--jobs", 2,
+                          "--presets-exclude", "demo-b",
+                          "--methods", "heads+bm25", "--protocols", "loco", "--losses", "pointwise",
+                          "--presets-dir", presets, "--cache-dir", cache)
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("ROUTEHEAD_PRESETS_DIR", str(presets))
+    return tmp_path, presets, cache, result.output
+
+
+def test_loco_writes_tables_runs_and_a_preset_with_its_scores(demo_presets, smollm2):
+    root, presets, _, output = demo_presets
+    report = (root / "loco" / "report.md").read_text()
+    for row in ("| bm25 |", "| random order |", "| pointwise all heads |", "| heads+bm25 |"):
+        assert row in report
+    assert (root / "loco" / "loco" / "demo-a" / "heads+bm25.trec").is_file()
+    data = json.loads((presets / "smollm2-135m" / "heads+bm25.json").read_text())
+    record = data["preset"]
+    assert record["model"] == "smollm2-135m" and data["model"]["fingerprint"] == smollm2.fingerprint
+    assert record["prompt_settings"] == {"mode": "pointwise", "doc_max_tokens": 64, "top_k": 4, "order": "bm25",
+                                         "chat_template": True, "attention_norm": "raw"}
+    assert list(record["training"]["collections"]) == ["demo-a"] and record["training"]["left_out"] == ["demo-b"]
+    assert set(record["scores"]["loco"]) == {"demo-a", "demo-b", "mean"}
+    assert "5-fold over queries" in record["training"]["protocol"] and record["created"]  # one training collection
+
+
+def test_default_rerank_uses_the_best_preset_and_enforces_its_settings(demo_presets, demo_cli, tmp_path):
+    _, presets, cache, _ = demo_presets
+    preset = default_preset("smollm2-135m")
+    assert preset is not None and preset.path.parent.parent == presets
+    base = ["--run", demo_cli.bm25, "--index", demo_cli.common[demo_cli.common.index("--index") + 1], "--topics", "demo",
+            "--cache-dir", cache]
+    default = demo_cli.cli("rerank", *base, "-o", tmp_path / "default.trec")
+    assert default.exit_code == 0, default.output
+    explicit = demo_cli.cli("rerank", *base, "--heads", preset.path, "-o", tmp_path / "explicit.trec")
+    named = demo_cli.cli("rerank", *base, "--preset", "heads+bm25", "-o", tmp_path / "named.trec")
+    assert explicit.exit_code == 0 and named.exit_code == 0
+    assert (tmp_path / "default.trec").read_bytes() == (tmp_path / "explicit.trec").read_bytes() == (tmp_path / "named.trec").read_bytes()
+    assert "16 queries from the score cache" in default.output  # pointwise, top-4, 64 tokens: the preset's settings
+    from click.testing import CliRunner
+
+    from routehead_pyserini.cli import main
+
+    clash = CliRunner().invoke(main, ["rerank", *map(str, base), "--mode", "listwise", "-o", str(tmp_path / "x.trec")])
+    assert clash.exit_code != 0 and "--mode listwise conflicts with preset smollm2-135m/heads+bm25" in clash.output
+    listed = demo_cli.cli("presets")
+    assert listed.exit_code == 0 and "heads+bm25" in listed.output and "LOCO nDCG@10" in listed.output
+
+
+def test_a_preset_refuses_another_model(demo_presets):
+    with pytest.raises(PresetError, match="not for 'gemma3-270m'"):
+        get_preset("heads+bm25", "gemma3-270m")
+    with pytest.raises(PresetError, match="trained for model 'smollm2-135m'"):
+        get_preset("smollm2-135m/heads+bm25", "gemma3-270m")
+    with pytest.raises(PresetError, match="no preset 'nope'"):
+        get_preset("nope", "smollm2-135m")
+
+
+def test_a_model_without_a_preset_falls_back_to_icr_and_says_so(caplog, monkeypatch, tmp_path):
+    from routehead_pyserini.cli import _method_choice
+
+    monkeypatch.setenv("ROUTEHEAD_PRESETS_DIR", str(tmp_path))
+    assert list_presets("some-org/some-model") == []
+    with caplog.at_level(logging.WARNING, logger="routehead_pyserini"):
+        choice = _method_choice("auto", None, None, None, {"model": "some-org/some-model"})
+    assert choice.head_set.is_all and choice.defaults == {"order": "reversed"} and choice.recorded == {}
+    assert "no trained preset exists for model 'some-org/some-model'" in caplog.text and "train-weights" in caplog.text
+    icr = _method_choice("icr", None, None, None, {"model": "smollm2-135m"})
+    assert icr.head_set.is_all and icr.defaults == {} and icr.recorded == {}
