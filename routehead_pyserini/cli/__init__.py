@@ -458,7 +458,7 @@ def _scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, rout
 def _prompt_settings(opts: dict, recorded: dict | None = None, origin: str = "", defaults: dict | None = None):
     """``(PromptSettings, top_k)`` of the scoring options: an explicit option, else the trained file's
     ``recorded`` setting (a conflict is an error naming both), else ``defaults``, else the package's."""
-    from ..rerank.reranker import PromptSettings, merge_settings
+    from ..rerank.settings import PromptSettings, merge_settings
 
     values = merge_settings({k: opts.get(k) for k in ("mode", "order", "doc_max_tokens", "attention_norm", "top_k")},
                             recorded or {}, origin, defaults or {})

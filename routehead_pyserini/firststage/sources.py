@@ -63,9 +63,24 @@ class TextSpec:
 
 
 def text_source(spec: TextSpec, data_dir: str | os.PathLike[str] | None = None, *, progress: bool = False):
-    """``(texts, topics)``: a ``get(docid) -> Document`` source and ``{qid: query text}``."""
+    """``(texts, topics)``: a ``get(docid) -> Document`` source and ``{qid: query text}`` (the given
+    topics, else the candidates file's queries, else the topics registered under the corpus or index name)."""
     spec.check()
     topic_map = read_topics(lookup(spec.topics, "topics", data_dir)) if spec.topics else None
+    texts, queries = _documents(spec, data_dir, progress)
+    if topic_map or spec.candidates:
+        return texts, topic_map or queries
+    return texts, read_topics(lookup(spec.corpus or spec.index, "topics", data_dir))
+
+
+def document_source(spec: TextSpec, data_dir: str | os.PathLike[str] | None = None, *, progress: bool = False):
+    """Only the ``get(docid) -> Document`` source of ``spec`` (no topics are looked up)."""
+    spec.check()
+    return _documents(spec, data_dir, progress)[0]
+
+
+def _documents(spec: TextSpec, data_dir, progress: bool):
+    """``(texts, queries)``; ``queries`` is the candidates file's, else empty."""
     if spec.candidates:
         docs, queries = {}, {}
         for line_no, row, line in iter_jsonl(spec.candidates):
@@ -76,13 +91,11 @@ def text_source(spec: TextSpec, data_dir: str | os.PathLike[str] | None = None, 
                 if not str(row["query"]).strip():
                     raise TrecFormatError(spec.candidates, line_no, f"query {row['qid']} has empty text", line)
                 queries[str(row["qid"])] = str(row["query"])
-        return DictTexts(docs, str(spec.candidates)), topic_map or queries
+        return DictTexts(docs, str(spec.candidates)), queries
     if spec.corpus:
         path = lookup(spec.corpus, "corpus", data_dir)
-        return DictTexts({d.docid: d for d in read_corpus(path)}, str(path)), topic_map or read_topics(lookup(spec.corpus, "topics", data_dir))
-
-    index_dir = resolve_index(spec.index, data_dir, progress=progress)
-    return DocumentStore(index_dir), topic_map or read_topics(lookup(spec.index, "topics", data_dir))
+        return DictTexts({d.docid: d for d in read_corpus(path)}, str(path)), {}
+    return DocumentStore(resolve_index(spec.index, data_dir, progress=progress)), {}
 
 
 def candidate_run(run_name: str, data_dir: str | os.PathLike[str] | None = None, *, sample: int | None = None,

@@ -65,7 +65,6 @@ from ..heads.checkpoint import check_model
 from .results import RankedDocument, Ranking
 from .settings import (DEFAULT_TOP_K, ENFORCED, SETTING_DEFAULTS, SINGLE_ORDERS, PromptSettings, default_batch_size,
                        recorded_settings, trained_settings)
-from .settings import merge_settings  # noqa: F401  (re-exported for callers of the old location)
 
 logger = logging.getLogger(__name__)
 

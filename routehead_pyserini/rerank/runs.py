@@ -8,7 +8,7 @@ from pathlib import Path
 from ..data.corpus import Document
 from ..data.registry import lookup
 from ..data.trec import Run, read_topics
-from ..firststage.sources import DictTexts, TextSpec, candidate_run, text_source
+from ..firststage.sources import DictTexts, TextSpec, candidate_run, document_source
 from .reranker import Reranker
 
 PathLike = str | os.PathLike
@@ -22,7 +22,7 @@ def _texts(documents, data_dir):
                          "the given documents")
     path = Path(documents).expanduser()
     spec = TextSpec(corpus=str(documents)) if path.is_file() else TextSpec(index=str(documents))
-    return text_source(spec, data_dir)[0]
+    return document_source(spec, data_dir)
 
 
 def rerank_run(run: Run | PathLike, topics: Mapping[str, str] | PathLike, documents, reranker: Reranker | None = None, *,

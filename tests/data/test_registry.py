@@ -1,7 +1,6 @@
 import pytest
 import yaml
 
-from routehead_pyserini.data import registry
 from routehead_pyserini.firststage.index import IndexNotFoundError, resolve_index
 from routehead_pyserini.data.registry import RegistryError, load_registry, lookup, register
 

@@ -89,3 +89,20 @@ def test_dl19_bm25_matches_reference_and_trec_eval(shared_data):
     assert reference["ndcg_cut_10"] == round(ours.mean("nDCG@10"), 4)
     assert reference["map_cut_100"] == round(ours.mean("MAP@100"), 4)
     assert reference["recall_100"] == round(ours.mean("R@100"), 4)
+
+
+def test_evaluate_takes_objects_files_and_registered_names(tmp_path):
+    from routehead_pyserini.eval.evaluate import evaluate
+    from routehead_pyserini.data.trec import write_run
+    from routehead_pyserini.pipeline.demo import DEMO_DATA
+
+    qrels = read_qrels(DEMO_DATA / "qrels.txt")
+    qid = next(iter(qrels))
+    relevant = [d for d, g in qrels[qid].items() if g > 0]
+    run = Run({qid: [Hit(relevant[0], 2.0), Hit("not-judged", 1.0)]})
+    path = tmp_path / "run.trec"
+    write_run(run, path, "test")
+    by_object = evaluate(run, qrels, ["nDCG@10", "P@1"])
+    assert list(by_object) == ["nDCG@10", "P@1"] and by_object["P@1"] == 1.0
+    assert evaluate(path, "demo", ["nDCG@10", "P@1"]) == by_object
+    assert evaluate(str(path), DEMO_DATA / "qrels.txt", ["nDCG@10", "P@1"]) == by_object

@@ -4,9 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from routehead_pyserini.engine.attention import register
 from routehead_pyserini.heads.head_set import HeadSet
-from routehead_pyserini.engine.models import wrap_model
 from routehead_pyserini.heads.router import Router, RouterConfig, save_router, split_indices, train_router
 from routehead_pyserini.heads.checkpoint import RouterError
 from routehead_pyserini.heads.loading import load_router

@@ -195,7 +195,7 @@ def test_ray_leaves_the_jvm_its_signals(monkeypatch):
     which would take HotSpot's deliberate SIGSEGVs for crashes (a user's own setting wins)."""
     monkeypatch.delenv("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", raising=False)
     try:
-        ray = require_ray()
+        require_ray()
     except WorkerError:
         pytest.skip("Ray is not installed")
     from ray._private import ray_constants
