@@ -33,7 +33,7 @@ METHODS = ("routehead", "naive", "sdpa-floor")
 
 def load_prompts(model, top_k: int, queries: int):
     from routehead_pyserini.data.corpus import Document
-    from routehead_pyserini.engine.prompt import build_windows
+    from routehead_pyserini.engine.windows import build_windows
 
     rows = [json.loads(line) for line in (DATA / "trec-dl-2019" / "bm25_top100.jsonl").open()]
     by_qid: dict[str, list[dict]] = {}

@@ -20,7 +20,7 @@ content-free query ``"N/A"`` in its place. Because only the query differs betwee
 everything before the query (the *prefix*: template head, instruction, all documents) is shared,
 so the scorer can run it once and reuse its KV cache for both suffixes. This module produces exactly
 the token ids and token spans the scorer needs for that (:class:`ICRPrompt`), plus the planning
-of windows when the candidate list does not fit the model's context (:func:`plan_windows`).
+of windows when the candidate list does not fit the model's context (:func:`.windows.plan_windows`).
 
 Design choices, and why:
 
@@ -46,14 +46,15 @@ Design choices, and why:
 """
 from __future__ import annotations
 
-import functools
 import logging
-import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Iterable, Literal, Sequence
 
 from ..data.corpus import Document
-from ..errors import UserError
+from .prompt_text import (BLOCK_SEP, DEFAULT_CALIBRATION_QUERY, DEFAULT_DOC_MAX_TOKENS, DEFAULT_INSTRUCTION, DEFAULT_QUERY_INSTRUCTION,
+                          DEFAULT_QUERY_LABEL, DEFAULT_TITLE_SEPARATOR, UNKNOWN_CONTEXT, DocLike, Format, PromptBuildError, PromptTooLongError,
+                          as_document, content_of, count_tokens, defuse_specials, encode, make_format, overlapping_tokens, special_pattern,
+                          special_strings, truncate_to_tokens)
 
 logger = logging.getLogger(__name__)
 
@@ -69,74 +70,8 @@ __all__ = [
     "PromptTooLongError",
     "as_document",
     "build_prompt",
-    "plan_windows",
-    "build_windows",
-    "build_pointwise_prompts",
     "infer_max_context",
 ]
-
-DEFAULT_INSTRUCTION = "Here are some passages:"
-DEFAULT_QUERY_INSTRUCTION = "Find the information relevant to the following query in the passages above."
-DEFAULT_QUERY_LABEL = "Query:"
-DEFAULT_CALIBRATION_QUERY = "N/A"
-DEFAULT_TITLE_SEPARATOR = "\n"
-#: Per-document token budget. DL19/MS MARCO passages are ~60-100 words (~80-150 tokens); 256 keeps
-#: nearly all of them whole while stopping a rare very long document from eating the context.
-DEFAULT_DOC_MAX_TOKENS = 256
-#: ``model_max_length`` values at or above this are HF's "unknown" sentinel, not a real context size.
-_UNKNOWN_CONTEXT = 1_000_000
-#: Separator between blocks of the user message (instruction, documents, query instruction, query).
-_BLOCK_SEP = "\n\n"
-
-
-class PromptBuildError(UserError, ValueError):
-    """The prompt cannot be built consistently (e.g. the tokenizer merges the query into the prefix)."""
-
-
-class PromptTooLongError(PromptBuildError):
-    """The prompt cannot fit ``max_context`` even with every document cut to a single token."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Documents
-# --------------------------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class _HasText(Protocol):
-    text: str
-
-
-#: What :func:`build_prompt` accepts per document: a :class:`Document`, a ``(docid, text)`` pair,
-#: or any object with a ``.text`` attribute (and optionally ``.title`` and ``.docid``), such as a
-#: Pyserini hit wrapper.
-DocLike = Union[Document, tuple[str, str], _HasText]
-
-
-def as_document(doc: Any, index: int = 0) -> Document:
-    """Normalise one :data:`DocLike` into a :class:`Document` (``index`` names it if it has no id)."""
-    if isinstance(doc, Document):
-        return doc
-    if isinstance(doc, tuple):
-        if len(doc) != 2:
-            raise TypeError(f"document {index}: expected a (docid, text) pair, got a {len(doc)}-tuple")
-        docid, text = doc
-        return Document(str(docid), _require_str(text, index))
-    if hasattr(doc, "text"):
-        title = getattr(doc, "title", "") or ""
-        docid = getattr(doc, "docid", None)
-        if docid is None:
-            docid = getattr(doc, "id", None)
-        return Document(str(docid) if docid is not None else str(index), _require_str(doc.text, index), str(title))
-    raise TypeError(f"document {index}: expected Document, (docid, text) or an object with .text, got {type(doc)!r}")
-
-
-def _require_str(text: Any, index: int) -> str:
-    if text is None:
-        return ""
-    if not isinstance(text, str):
-        raise TypeError(f"document {index}: text must be str, got {type(text)!r}")
-    return text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,148 +164,6 @@ class ICRPrompt:
 
 
 # --------------------------------------------------------------------------------------------------
-# Formatting options
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Format:
-    instruction: str
-    query_instruction: str
-    query_label: str
-    calibration_query: str
-    title_separator: str
-    normalize_whitespace: bool
-    chat_template: bool
-
-
-def _make_format(
-    tokenizer: Any,
-    *,
-    chat_template: bool,
-    instruction: str,
-    query_instruction: str,
-    query_label: str,
-    calibration_query: str,
-    title_separator: str,
-    normalize_whitespace: bool,
-) -> _Format:
-    use_template = bool(chat_template) and bool(getattr(tokenizer, "chat_template", None))
-    if chat_template and not use_template:
-        logger.debug("tokenizer has no chat template; rendering a plain-text prompt")
-    if not getattr(tokenizer, "is_fast", False):
-        raise PromptBuildError("a fast tokenizer (with offset mapping) is required to locate spans")
-    calib = calibration_query.strip()
-    if not calib:
-        raise ValueError("calibration_query must not be empty")
-    return _Format(
-        instruction=instruction.strip(),
-        query_instruction=query_instruction.strip(),
-        query_label=query_label.strip(),
-        calibration_query=calib,
-        title_separator=title_separator,
-        normalize_whitespace=normalize_whitespace,
-        chat_template=use_template,
-    )
-
-
-def _clean(text: str, fmt: _Format) -> str:
-    return " ".join(text.split()) if fmt.normalize_whitespace else text.strip()
-
-
-@functools.lru_cache(maxsize=16)
-def _special_pattern(specials: tuple[str, ...]) -> re.Pattern[str] | None:
-    if not specials:
-        return None
-    return re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
-
-
-def _special_strings(tokenizer: Any) -> tuple[str, ...]:
-    """Strings the tokenizer would parse as control tokens if they appeared in raw text."""
-    found: set[str] = set(getattr(tokenizer, "all_special_tokens", None) or ())
-    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    for added in decoder.values():
-        if getattr(added, "special", False):
-            found.add(str(added))
-    return tuple(sorted(s for s in found if len(s) >= 2))
-
-
-def _defuse_specials(text: str, pattern: re.Pattern[str] | None) -> str:
-    """Break up special-token strings (``<|im_end|>`` -> ``< |im_end|>``) so they stay plain text."""
-    if pattern is None or not text:
-        return text
-    return pattern.sub(lambda m: m.group(0)[0] + " " + m.group(0)[1:], text)
-
-
-def _content_of(doc: Document, fmt: _Format, pattern: re.Pattern[str] | None) -> str:
-    """The document's rendered content: ``title<sep>text``, or just the text when there is no title."""
-    title = _defuse_specials(_clean(doc.title, fmt), pattern)
-    text = _defuse_specials(_clean(doc.text, fmt), pattern)
-    if title and text:
-        return f"{title}{fmt.title_separator}{text}"
-    content = title or text
-    if not content:
-        # An empty candidate must still occupy a non-empty span so the scorer can score it.
-        content = "(empty)"
-    return content
-
-
-# --------------------------------------------------------------------------------------------------
-# Token-level helpers
-# --------------------------------------------------------------------------------------------------
-
-
-def _encode(tokenizer: Any, text: str, add_special_tokens: bool) -> tuple[list[int], list[tuple[int, int]]]:
-    enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
-    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-
-
-def _count_tokens(tokenizer: Any, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _truncate(tokenizer: Any, content: str, max_tokens: int) -> tuple[str, bool]:
-    """Cut ``content`` to at most ``max_tokens`` tokens, at a token boundary.
-
-    The content is tokenized with the leading space it has in the prompt (after ``[i]``), so the
-    count matches the in-context tokenization for byte-level BPE. The cut is made at the character
-    where token ``max_tokens`` starts, which also drops a character whose bytes straddle the cut.
-    """
-    if max_tokens < 1:
-        raise ValueError(f"doc_max_tokens must be >= 1, got {max_tokens}")
-    ids, offsets = _encode(tokenizer, " " + content, add_special_tokens=False)
-    if len(ids) <= max_tokens:
-        return content, False
-    cut = offsets[max_tokens][0] - 1  # -1: undo the leading space
-    cut_text = content[: max(cut, 0)].rstrip()
-    if not cut_text:
-        # Degenerate: the first token(s) share a multi-byte character; keep that first character.
-        first_end = max(offsets[0][1] - 1, 1)
-        cut_text = content[:first_end].rstrip() or content[:1]
-    return cut_text, True
-
-
-def _overlapping(offsets: list[tuple[int, int]], start_char: int, end_char: int, from_token: int = 0) -> tuple[int, int]:
-    """``[first, last+1)`` of the tokens whose characters overlap ``[start_char, end_char)``.
-
-    Zero-width tokens (special tokens added by the tokenizer) never overlap. Returns ``(-1, -1)``
-    when no token overlaps.
-    """
-    first = last = -1
-    for t in range(from_token, len(offsets)):
-        s, e = offsets[t]
-        if e <= s:
-            continue
-        if s >= end_char:
-            break
-        if e > start_char:
-            if first < 0:
-                first = t
-            last = t
-    return (first, last + 1) if first >= 0 else (-1, -1)
-
-
-# --------------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------------
 
@@ -382,7 +175,7 @@ class _Rendered:
     query_chars: tuple[int, int]
 
 
-def _render(tokenizer: Any, query: str, contents: Sequence[str], fmt: _Format) -> _Rendered:
+def _render(tokenizer: Any, query: str, contents: Sequence[str], fmt: Format) -> _Rendered:
     """Render the prompt string and record the character range of each document and of the query."""
     parts: list[str] = []
     pos = 0
@@ -394,16 +187,16 @@ def _render(tokenizer: Any, query: str, contents: Sequence[str], fmt: _Format) -
         pos += len(piece)
 
     if fmt.instruction:
-        add(fmt.instruction + _BLOCK_SEP)
+        add(fmt.instruction + BLOCK_SEP)
     for k, content in enumerate(contents, start=1):
         if k > 1:
-            add(_BLOCK_SEP)
+            add(BLOCK_SEP)
         add(f"[{k}] ")
         doc_chars.append((pos, pos + len(content)))
         add(content)
-    add(_BLOCK_SEP)
+    add(BLOCK_SEP)
     if fmt.query_instruction:
-        add(fmt.query_instruction + _BLOCK_SEP)
+        add(fmt.query_instruction + BLOCK_SEP)
     # The space before the query keeps the prefix/suffix boundary on a word boundary.
     add(f"{fmt.query_label} " if fmt.query_label else "")
     query_chars = (pos, pos + len(query))
@@ -437,18 +230,18 @@ def _assemble(
     contents: Sequence[str],
     indices: Sequence[int],
     truncated: int,
-    fmt: _Format,
+    fmt: Format,
     max_context: int | None,
 ) -> ICRPrompt:
     """Render + tokenize the query and calibration prompts and cut them into prefix and suffixes."""
     add_special = not fmt.chat_template  # a chat template already writes BOS etc. itself
     rq = _render(tokenizer, query, contents, fmt)
     rc = _render(tokenizer, fmt.calibration_query, contents, fmt)
-    q_ids, q_off = _encode(tokenizer, rq.text, add_special)
-    c_ids, c_off = _encode(tokenizer, rc.text, add_special)
+    q_ids, q_off = encode(tokenizer, rq.text, add_special)
+    c_ids, c_off = encode(tokenizer, rc.text, add_special)
 
-    q_first, q_end = _overlapping(q_off, *rq.query_chars)
-    c_first, c_end = _overlapping(c_off, *rc.query_chars)
+    q_first, q_end = overlapping_tokens(q_off, *rq.query_chars)
+    c_first, c_end = overlapping_tokens(c_off, *rc.query_chars)
     if q_first < 0 or c_first < 0:
         raise PromptBuildError("no token covers the query text (empty query after normalisation?)")
 
@@ -467,7 +260,7 @@ def _assemble(
     doc_spans: list[tuple[int, int]] = []
     start_token = 0
     for i, (a, b) in enumerate(rq.doc_chars):
-        span = _overlapping(q_off, a, b, start_token)
+        span = overlapping_tokens(q_off, a, b, start_token)
         if span[0] < 0:
             raise PromptBuildError(f"document {i} ({docs[i].docid!r}) maps to no token")
         doc_spans.append(span)
@@ -518,12 +311,12 @@ def infer_max_context(tokenizer: Any, model_or_config: Any = None) -> int | None
             if isinstance(value, int) and value > 0:
                 return value
     value = getattr(tokenizer, "model_max_length", None)
-    if isinstance(value, int) and 0 < value < _UNKNOWN_CONTEXT:
+    if isinstance(value, int) and 0 < value < UNKNOWN_CONTEXT:
         return value
     return None
 
 
-class _Builder:
+class PromptBuilder:
     """Shared state for building one or more prompts over the same query and candidate list.
 
     Normalises the documents and applies the per-document budget once, so windows planning and
@@ -538,24 +331,24 @@ class _Builder:
         *,
         doc_max_tokens: int | None,
         max_context: int | None,
-        fmt: _Format,
+        fmt: Format,
     ) -> None:
         self.tokenizer = tokenizer
         self.fmt = fmt
         self.max_context = max_context
         if max_context is not None and max_context < 1:
             raise ValueError(f"max_context must be positive, got {max_context}")
-        pattern = _special_pattern(_special_strings(tokenizer))
-        self.query = _defuse_specials(" ".join(str(query).split()), pattern)
+        pattern = special_pattern(special_strings(tokenizer))
+        self.query = defuse_specials(" ".join(str(query).split()), pattern)
         if not self.query:
             raise ValueError("query is empty")
         self.docs = [as_document(d, i) for i, d in enumerate(docs)]
-        self.full: list[str] = [_content_of(d, fmt, pattern) for d in self.docs]
+        self.full: list[str] = [content_of(d, fmt, pattern) for d in self.docs]
         self.contents: list[str] = []
         self.cut: list[bool] = []
         for content in self.full:
             if doc_max_tokens is not None:
-                content, was_cut = _truncate(tokenizer, content, doc_max_tokens)
+                content, was_cut = truncate_to_tokens(tokenizer, content, doc_max_tokens)
             else:
                 was_cut = False
             self.contents.append(content)
@@ -570,7 +363,7 @@ class _Builder:
         for i in indices:
             content, was_cut = self.contents[i], self.cut[i]
             if cap is not None:
-                content, cut_now = _truncate(self.tokenizer, content, cap)
+                content, cut_now = truncate_to_tokens(self.tokenizer, content, cap)
                 was_cut = was_cut or cut_now
             contents.append(content)
             truncated += was_cut
@@ -616,7 +409,7 @@ class _Builder:
                 minimal, f"{len(indices)} documents cannot fit even at 1 token each; split them with plan_windows()"
             )
         lo = 1
-        hi = max(_count_tokens(self.tokenizer, " " + self.contents[i]) for i in indices)
+        hi = max(count_tokens(self.tokenizer, " " + self.contents[i]) for i in indices)
         best = minimal
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -636,7 +429,7 @@ class _Builder:
         return best
 
 
-def _resolve_context(tokenizer: Any, max_context: int | None) -> int | None:
+def resolve_context(tokenizer: Any, max_context: int | None) -> int | None:
     return max_context if max_context is not None else infer_max_context(tokenizer)
 
 
@@ -683,7 +476,7 @@ def build_prompt(
     """
     if not docs:
         raise ValueError("docs is empty: ICR needs at least one document")
-    fmt = _make_format(
+    fmt = make_format(
         tokenizer,
         chat_template=chat_template,
         instruction=instruction,
@@ -693,146 +486,7 @@ def build_prompt(
         title_separator=title_separator,
         normalize_whitespace=normalize_whitespace,
     )
-    builder = _Builder(
-        tokenizer, query, docs, doc_max_tokens=doc_max_tokens, max_context=_resolve_context(tokenizer, max_context), fmt=fmt
+    builder = PromptBuilder(
+        tokenizer, query, docs, doc_max_tokens=doc_max_tokens, max_context=resolve_context(tokenizer, max_context), fmt=fmt
     )
     return builder.build_fitting(list(range(len(builder.docs))), on_overflow)
-
-
-def _plan(builder: _Builder, max_docs_per_window: int | None) -> list[list[int]]:
-    n = len(builder.docs)
-    if builder.max_context is None:
-        size = max_docs_per_window or n
-        return [list(range(s, min(s + size, n))) for s in range(0, n, size)]
-    # Fail fast when not even one 1-token document fits next to the query.
-    minimal = builder.build([0], cap=1)
-    if not builder.fits(minimal):
-        raise builder.too_long(minimal, "the query is too long for the context even with one 1-token document")
-    # Estimated cost of each document block ("[k] content\n\n"); the exact build verifies.
-    block = [_count_tokens(builder.tokenizer, f"[{n}] {c}{_BLOCK_SEP}") for c in builder.contents]
-    one = builder.build([0])
-    overhead = one.total_len - block[0]
-    windows: list[list[int]] = []
-    start = 0
-    cap = max_docs_per_window or n
-    while start < n:
-        # Greedy by estimate ...
-        end, used = start, overhead
-        while end < n and end - start < cap and used + block[end] <= builder.max_context:
-            used += block[end]
-            end += 1
-        end = max(end, start + 1)
-        # ... then exact: shrink while over budget, then grow while the next document still fits.
-        fits = builder.fits(builder.build(list(range(start, end))))
-        while not fits and end - start > 1:
-            end -= 1
-            fits = builder.fits(builder.build(list(range(start, end))))
-        while fits and end < n and end - start < cap and builder.fits(builder.build(list(range(start, end + 1)))):
-            end += 1
-        # A lone document that does not fit (fits is False) stays: build_windows cuts it further.
-        windows.append(list(range(start, end)))
-        start = end
-    return windows
-
-
-def plan_windows(
-    tokenizer: Any,
-    query: str,
-    docs: Sequence[DocLike],
-    *,
-    max_context: int | None,
-    doc_max_tokens: int | None = DEFAULT_DOC_MAX_TOKENS,
-    max_docs_per_window: int | None = None,
-    **format_kwargs: Any,
-) -> list[list[int]]:
-    """Split the candidate list into consecutive windows that each fit ``max_context``.
-
-    Policy: documents keep their input (e.g. BM25) order; windows are filled greedily, each taking
-    as many of the next documents as fit (at most ``max_docs_per_window``), with fit measured on the
-    exact tokenization of that window's prompt (query and calibration, whichever is longer). Every
-    document lands in exactly one window; each window becomes its own :class:`ICRPrompt` carrying
-    the query. A document too long to fit even alone forms a window of its own and is cut further
-    when built (counted in ``truncated_docs``); nothing is dropped. Scores from different windows
-    are on different attention scales; calibration per window removes much of that, but the scorer
-    should treat cross-window comparisons as approximate.
-
-    ``format_kwargs`` are the formatting keywords of :func:`build_prompt` (``chat_template``,
-    ``instruction``, ...); they must match those used to build the windows.
-
-    Raises:
-        PromptTooLongError: the query does not fit even with a single 1-token document.
-    """
-    if not docs:
-        return []
-    builder = _builder_for(tokenizer, query, docs, doc_max_tokens, max_context, format_kwargs)
-    return _plan(builder, max_docs_per_window)
-
-
-def build_windows(
-    tokenizer: Any,
-    query: str,
-    docs: Sequence[DocLike],
-    *,
-    max_context: int | None,
-    doc_max_tokens: int | None = DEFAULT_DOC_MAX_TOKENS,
-    max_docs_per_window: int | None = None,
-    **format_kwargs: Any,
-) -> list[ICRPrompt]:
-    """:func:`plan_windows` then one :class:`ICRPrompt` per window (``doc_indices`` are global)."""
-    if not docs:
-        return []
-    builder = _builder_for(tokenizer, query, docs, doc_max_tokens, max_context, format_kwargs)
-    return [builder.build_fitting(window, "truncate") for window in _plan(builder, max_docs_per_window)]
-
-
-def build_pointwise_prompts(
-    tokenizer: Any,
-    query: str,
-    docs: Sequence[DocLike],
-    *,
-    max_context: int | None,
-    doc_max_tokens: int | None = DEFAULT_DOC_MAX_TOKENS,
-    **format_kwargs: Any,
-) -> list[ICRPrompt]:
-    """One :class:`ICRPrompt` per document: the listwise layout with that document alone.
-
-    Each prompt is the instruction, ``[1]`` and the one passage, then the query (and the "N/A"
-    calibration suffix), rendered with the same template and options as :func:`build_windows`;
-    ``doc_indices`` holds the document's position in ``docs``. A document too long for
-    ``max_context`` next to the query is cut further (counted in ``truncated_docs``).
-
-    Raises:
-        PromptTooLongError: the query does not fit even with a 1-token document.
-    """
-    if not docs:
-        return []
-    builder = _builder_for(tokenizer, query, docs, doc_max_tokens, max_context, format_kwargs)
-    return [builder.build_fitting([i], "truncate") for i in range(len(builder.docs))]
-
-
-_FORMAT_KEYS = {
-    "chat_template": True,
-    "instruction": DEFAULT_INSTRUCTION,
-    "query_instruction": DEFAULT_QUERY_INSTRUCTION,
-    "query_label": DEFAULT_QUERY_LABEL,
-    "calibration_query": DEFAULT_CALIBRATION_QUERY,
-    "title_separator": DEFAULT_TITLE_SEPARATOR,
-    "normalize_whitespace": True,
-}
-
-
-def _builder_for(
-    tokenizer: Any,
-    query: str,
-    docs: Sequence[DocLike],
-    doc_max_tokens: int | None,
-    max_context: int | None,
-    format_kwargs: dict[str, Any],
-) -> _Builder:
-    unknown = set(format_kwargs) - set(_FORMAT_KEYS)
-    if unknown:
-        raise TypeError(f"unknown formatting keyword(s): {sorted(unknown)}")
-    fmt = _make_format(tokenizer, **{**_FORMAT_KEYS, **format_kwargs})
-    return _Builder(
-        tokenizer, query, docs, doc_max_tokens=doc_max_tokens, max_context=_resolve_context(tokenizer, max_context), fmt=fmt
-    )

@@ -27,7 +27,8 @@ from ..heads.pooled import PooledData, PooledQuery
 from ..heads.presets import PRESET_KEY
 from ..data.trec import ranked_hits
 from ..data.trec import Hit
-from ..heads.weights import CVPoint, Dataset, LearnedWeights, TrainConfig, cross_validate, lambda_grid, train_weights
+from ..heads.features import Dataset
+from ..heads.weights import CVPoint, LearnedWeights, TrainConfig, cross_validate, lambda_grid, train_weights
 from ..heads.ndcg import ndcg_at_k
 from ..heads.soft_router import SoftRouterConfig, train_soft_router
 from ..heads.weights import to_head_set

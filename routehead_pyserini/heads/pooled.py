@@ -16,7 +16,7 @@ default 1), ``sample``/``seed`` (a fixed sample of the run's queries).
 
 :func:`load_pooled` scores every collection with one re-ranker (one model, one set of prompt
 settings: the per-head scores come from the score cache when they are there) and returns each
-query with its collection. In the pooled :class:`.weights.Dataset` a query's id is
+query with its collection. In the pooled :class:`.features.Dataset` a query's id is
 ``COLLECTION/QID`` (so two collections' query "1" stay apart) and its ``group`` is the collection,
 which is what leave-one-collection-out validation (:mod:`.loco`) splits on.
 """
@@ -36,7 +36,7 @@ from ..errors import UserError
 from ..data.registry import lookup
 from ..firststage.sources import TextSpec, candidate_run, text_source
 from ..data.trec import Hit, read_qrels
-from .weights import Dataset, build_dataset, query_features
+from .features import Dataset, build_dataset, query_features
 from ..firststage.dense import PACKAGED, CachedDenseScorer
 from ..engine.query_embedding import embed_queries
 
@@ -142,7 +142,7 @@ class PooledQuery:
 
 @dataclass
 class PooledData:
-    """Every collection's queries, and the judged ones as one training :class:`.weights.Dataset`."""
+    """Every collection's queries, and the judged ones as one training :class:`.features.Dataset`."""
 
     collections: list[Collection]
     queries: list[PooledQuery]
@@ -156,7 +156,7 @@ class PooledData:
         return [q for q in self.queries if q.collection == collection]
 
     def features(self, fuse: bool, dense: bool) -> dict[str, torch.Tensor]:
-        """``COLLECTION/QID`` -> :func:`.weights.query_features` of every scored query (judged or not)."""
+        """``COLLECTION/QID`` -> :func:`.features.query_features` of every scored query (judged or not)."""
         if dense and self.dense_model is None:
             raise CollectionsError("dense fusion needs the bi-encoder cosines: load the collections with dense=True")
         return {q.key: query_features(q.scores.calibrated, q.first_stage if fuse else None, q.dense if dense else None)

@@ -7,7 +7,7 @@ embedding per (layer, head), a projection of the frozen LLM's query embedding, a
 but its output is read as one signed weight per head for the query::
 
     w_q = Router(embed(q))                                      # [L*H]
-    s(q, d) = sum_h w_qh x_h(q, d) + sum_f v_f x_f(q, d)        # x: :func:`.weights.query_features`
+    s(q, d) = sum_h w_qh x_h(q, d) + sum_f v_f x_f(q, d)        # x: :func:`.features.query_features`
 
 ``x_h`` is head ``h``'s calibrated score z-normalised within the query; ``x_f`` the fused
 first-stage score (and bi-encoder cosine), with global weights ``v_f``.
@@ -55,7 +55,8 @@ from .head_set import HeadSet
 from .router import Router, RouterConfig, TrainedRouter, seeded_training, split_indices
 from .checkpoint import RouterError
 from .fusion import DENSE_KEY, FUSE_KEY
-from .weights import Dataset, TrainConfig, make_batch, ranking_loss, train_weights
+from .features import Dataset, make_batch
+from .weights import TrainConfig, ranking_loss, train_weights
 from ..data.folds import fold_of
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class SoftRouter(TrainedRouter):
         return sets
 
     def scores(self, embedding: torch.Tensor, features: torch.Tensor, top_k: int | None = None) -> torch.Tensor:
-        """Scores of one query's candidates from :func:`.weights.query_features` (same fusion), as
+        """Scores of one query's candidates from :func:`.features.query_features` (same fusion), as
         re-ranking with the routed head set would give them."""
         head_set = self.route(embedding[None], top_k=top_k)[0]
         n_heads = self.shape[0] * self.shape[1]
@@ -160,7 +161,7 @@ def train_soft_router(
     query_ids: Sequence[str],
     config: SoftRouterConfig = SoftRouterConfig(),
 ) -> SoftRouter:
-    """Train on ``dataset``'s queries (:func:`.weights.build_dataset`), whose query embeddings are
+    """Train on ``dataset``'s queries (:func:`.features.build_dataset`), whose query embeddings are
     the rows of ``embeddings`` in ``query_ids`` order (``query_ids`` may hold more queries)."""
     row = {q: i for i, q in enumerate(query_ids)}
     missing = [q.qid for q in dataset.queries if q.qid not in row]

@@ -20,8 +20,9 @@ A pipeline file (see ``pipelines/README.md`` for the full format)::
         with: {runs: ["${stages.bm25.output}", "${stages.icr.outputs}"], qrels: demo, report-dir: "${workdir}"}
 
 ``with`` keys are the command's option names (``top-k`` or ``top_k``; arguments by name, e.g.
-``runs`` of ``evaluate``), checked against the command's click parameters. :data:`COMMANDS` says
-which keys are inputs (files, folders or registry names the command reads) and which are outputs.
+``runs`` of ``evaluate``), checked against the command's click parameters. Each command declares
+which keys are inputs (files, folders or registry names it reads) and which are outputs, beside its
+options (:func:`.stage_io.pipeline_io`).
 A stage may instead run another pipeline file (``pipeline: other.yaml``, ``set: {var: value}``);
 its outputs count as the stage's outputs, and ``${stages.ID.workdir}`` is its work folder.
 
@@ -34,31 +35,24 @@ interrupted or failed pipeline resumes at the first stage that did not finish.
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
-import io
 import logging
 import os
 import re
 import shlex
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
-from . import manifest
 from ..errors import UserError
 from ..data.trec import read_text
+from .stage_io import as_list, canonical_key, command_argv, command_io, command_keys, norm_key
 
 logger = logging.getLogger(__name__)
-# what a stage printed: already on the console, so it goes to the run's log file only
-stage_output = logging.getLogger(__name__ + ".output")
-stage_output.propagate = False
 
 TOP_KEYS = ("name", "description", "workdir", "vars", "stages")
 STAGE_KEYS = ("id", "uses", "with", "methods", "pipeline", "set", "description")
@@ -70,29 +64,6 @@ class PipelineError(UserError, ValueError):
     """A pipeline file that cannot run as written, or a stage that failed."""
 
 
-@dataclass(frozen=True)
-class CommandIO:
-    """Which ``with`` keys of a command name what it reads and what it writes."""
-
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]  # the first one given is the stage's ${stages.ID.output}
-
-
-_TEXT_SOURCES = ("run", "index", "corpus", "candidates", "topics")
-COMMANDS: dict[str, CommandIO] = {
-    "index": CommandIO(("corpus",), ("index",)),
-    "search": CommandIO(("index", "topics"), ("output",)),
-    "random-order": CommandIO(("run",), ("output",)),
-    "rerank": CommandIO((*_TEXT_SOURCES, "heads", "router"), ("output",)),
-    "analyze-heads": CommandIO((*_TEXT_SOURCES, "qrels"), ("output-dir",)),
-    "label": CommandIO((*_TEXT_SOURCES, "qrels"), ("output", "static-heads", "random-heads")),
-    "train": CommandIO(("labels", "topics"), ("output",)),
-    "train-weights": CommandIO((*_TEXT_SOURCES, "qrels"), ("output", "cv-run")),
-    "train-soft-router": CommandIO((*_TEXT_SOURCES, "qrels"), ("output", "cv-run")),
-    "evaluate": CommandIO(("runs", "baseline", "qrels", "router", "heads", "topics"), ("report-dir", "output")),
-    "heads": CommandIO(("source", "overlay", "topics", "run"), ("plot",)),
-    "loco": CommandIO(("collections",), ("output-dir", "presets-dir")),
-}
 # input keys that also take a registry name, and the registry field they mean
 REGISTRY_FIELDS = {"corpus": "corpus", "index": "index", "topics": "topics", "qrels": "qrels",
                    "run": "run", "runs": "run", "baseline": "run"}
@@ -163,32 +134,6 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 def _suggest(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _norm(key: str) -> str:
-    return str(key).strip().lower().replace("_", "-")
-
-
-def command_keys(command: click.Command) -> dict[str, click.Parameter]:
-    """``with`` key → click parameter: long option names and parameter names, ``_`` read as ``-``."""
-    keys: dict[str, click.Parameter] = {}
-    for param in command.params:
-        if param.name == "help":
-            continue
-        if isinstance(param, click.Option):
-            for opt in param.opts:
-                if opt.startswith("--"):
-                    keys.setdefault(_norm(opt[2:]), param)
-        keys.setdefault(_norm(param.name), param)
-    return keys
-
-
-def canonical_key(param: click.Parameter) -> str:
-    if isinstance(param, click.Option):
-        long = [o for o in param.opts if o.startswith("--")]
-        if long:
-            return long[0][2:]
-    return _norm(param.name)
 
 
 class _Unresolved(Exception):
@@ -317,9 +262,9 @@ class _Loader:
             if stage.output is None:
                 raise _Unresolved(f"${{{name}}}: stage {stage_id!r} writes no output")
             return stage.output
-        if _norm(key) in stage.settings:
-            return stage.settings[_norm(key)]
-        raise _Unresolved(f"${{{name}}}: stage {stage_id!r} has no key {key!r}{_suggest(_norm(key), list(stage.settings))}")
+        if norm_key(key) in stage.settings:
+            return stage.settings[norm_key(key)]
+        raise _Unresolved(f"${{{name}}}: stage {stage_id!r} has no key {key!r}{_suggest(norm_key(key), list(stage.settings))}")
 
     def interpolate(self, value: Any, lookup: Callable[[str], Any]) -> Any:
         if isinstance(value, str):
@@ -363,8 +308,8 @@ class _Loader:
         if "pipeline" in raw:
             return [self.sub_pipeline(stage_id, raw, variables, description)]
         uses = raw["uses"]
-        if uses not in COMMANDS or uses not in self.group.commands:
-            known = [c for c in COMMANDS if c in self.group.commands]
+        if command_io(self.group.commands.get(uses)) is None:
+            known = [name for name, command in self.group.commands.items() if command_io(command) is not None]
             raise self.fail(f"unknown command {uses!r}{_suggest(str(uses), known)}; a stage uses one of {', '.join(known)}",
                             stage=stage_id, key="uses")
         for key in ("set",):
@@ -397,12 +342,12 @@ class _Loader:
                       method: str | None, description: str, group: str | None) -> Stage:
         command = self.group.commands[uses]
         params = command_keys(command)
-        io_keys = COMMANDS[uses]
+        io_keys = command_io(command)
         settings: dict[str, Any] = {}
         for key, value in with_raw.items():
-            param = params.get(_norm(key))
+            param = params.get(norm_key(key))
             if param is None:
-                raise self.fail(f"not an option of {uses}{_suggest(_norm(key), sorted({canonical_key(p) for p in params.values()}))}",
+                raise self.fail(f"not an option of {uses}{_suggest(norm_key(key), sorted({canonical_key(p) for p in params.values()}))}",
                                 stage=stage_id, uses=uses, key=str(key))
             settings[canonical_key(param)] = value
         for name in (stage_id, group):  # --set STAGE.KEY (a methods stage: its id or METHOD's)
@@ -411,9 +356,9 @@ class _Loader:
             for override, value in self.overrides.items():
                 prefix, _, key = override.rpartition(".")
                 if prefix == name:
-                    param = params.get(_norm(key))
+                    param = params.get(norm_key(key))
                     if param is None:
-                        raise self.fail(f"--set {override}: not an option of {uses}{_suggest(_norm(key), sorted({canonical_key(p) for p in params.values()}))}",
+                        raise self.fail(f"--set {override}: not an option of {uses}{_suggest(norm_key(key), sorted({canonical_key(p) for p in params.values()}))}",
                                         stage=stage_id, uses=uses)
                     settings[canonical_key(param)] = value
                     self.used_overrides.add(override)
@@ -429,18 +374,18 @@ class _Loader:
                 raise self.fail(f"missing required key {key!r}", stage=stage_id, uses=uses)
         for key, value in settings.items():
             settings[key] = self.check_value(stage_id, uses, key, by_key[key], value, key in io_keys.inputs + io_keys.outputs)
-        inputs = [str(v) for k in io_keys.inputs if settings.get(k) is not None for v in _as_list(settings[k])]
+        inputs = [str(v) for k in io_keys.inputs if settings.get(k) is not None for v in as_list(settings[k])]
         for key in io_keys.inputs:
-            for value in _as_list(settings.get(key)):
+            for value in as_list(settings.get(key)):
                 if value is not None:
                     self.check_input(stage_id, uses, key, str(value))
         outputs = [p for k in io_keys.outputs if settings.get(k) is not None for p in _expand_output(uses, k, settings)]
         for out in outputs:
-            earlier = self.written.get(_path_key(out))
+            earlier = self.written.get(path_key(out))
             if earlier is not None:
                 raise self.fail(f"{out} is already written by stage {earlier!r}", stage=stage_id, uses=uses)
-            self.written[_path_key(out)] = stage_id
-        return Stage(stage_id, uses, settings, _argv(by_key, settings), inputs, outputs, description, group)
+            self.written[path_key(out)] = stage_id
+        return Stage(stage_id, uses, settings, command_argv(by_key, settings), inputs, outputs, description, group)
 
     def check_value(self, stage_id: str, uses: str, key: str, param: click.Parameter, value: Any, is_path: bool) -> Any:
         if value is None:
@@ -466,7 +411,7 @@ class _Loader:
         return value
 
     def check_input(self, stage_id: str, uses: str, key: str, value: str) -> None:
-        if _path_key(value) in self.written or Path(value).expanduser().exists():
+        if path_key(value) in self.written or Path(value).expanduser().exists():
             return
         if key in _LITERAL and _LITERAL[key].match(value):
             return
@@ -514,17 +459,13 @@ class _Loader:
         sub = _Loader(target, overrides={str(k): v for k, v in sets.items()}, workdir=None, data_dir=self.data_dir,
                       group=self.group, stack=(*self.stack, target.resolve())).load()
         for out in sub.all_outputs():
-            self.written[_path_key(out)] = stage_id
+            self.written[path_key(out)] = stage_id
         stage = Stage(stage_id, None, {"workdir": str(sub.workdir)}, [], [], sub.all_outputs(), description, None, sub)
         self.done[stage_id] = stage
         return stage
 
 
-def _as_list(value: Any) -> list:
-    return [] if value is None else value if isinstance(value, list) else [value]
-
-
-def _path_key(path: str) -> str:
+def path_key(path: str) -> str:
     return os.path.normpath(os.path.abspath(os.path.expanduser(str(path))))
 
 
@@ -538,232 +479,12 @@ def _expand_output(uses: str, key: str, settings: Mapping[str, Any]) -> list[str
     return [value]
 
 
-def _argv(params: Mapping[str, click.Parameter], settings: Mapping[str, Any]) -> list[str]:
-    """The command line of ``settings`` (options in the command's order, then arguments)."""
-    options: list[str] = []
-    arguments: list[str] = []
-    for key, param in params.items():
-        value = settings.get(key)
-        if value is None:
-            continue
-        if isinstance(param, click.Argument):
-            arguments.extend(str(v) for v in _as_list(value))
-            continue
-        flag = f"--{key}"
-        if param.is_flag:
-            if value:
-                options.append(flag)
-            continue
-        for item in _as_list(value):
-            options += [flag, str(item)]
-    if any(a.startswith("-") for a in arguments):
-        arguments.insert(0, "--")
-    return options + arguments
-
-
-def load_pipeline(path: str | os.PathLike[str], *, overrides: Mapping[str, Any] | None = None,
-                  workdir: str | os.PathLike[str] | None = None, data_dir: str | os.PathLike[str] | None = None,
-                  group: click.Group | None = None) -> Pipeline:
-    """Read and validate a pipeline file (nothing runs). ``overrides``: ``--set`` values by key."""
+def load_pipeline(path: str | os.PathLike[str], group: click.Group, *, overrides: Mapping[str, Any] | None = None,
+                  workdir: str | os.PathLike[str] | None = None, data_dir: str | os.PathLike[str] | None = None) -> Pipeline:
+    """Read and validate a pipeline file (nothing runs) against the commands of ``group`` (the
+    ``routehead-pyserini`` group: ``routehead_pyserini.cli.main``). ``overrides``: ``--set`` values by key."""
     from .. import config
 
-    if group is None:
-        from ..cli import main as group
     path = Path(path)
     return _Loader(path, overrides=overrides or {}, workdir=workdir, data_dir=config.data_dir(data_dir),
                    group=group, stack=(path.resolve(),)).load()
-
-
-# --------------------------------------------------------------------------------------------
-# Running
-
-
-@dataclass
-class StageResult:
-    pipeline: str
-    stage: str
-    status: str  # ran | skipped | failed | would run | would skip
-    reason: str = ""
-    seconds: float = 0.0
-
-
-@dataclass
-class RunOutcome:
-    results: list[StageResult]
-    log_path: Path | None = None  # None for a dry run
-
-    def count(self, status: str) -> int:
-        return sum(r.status == status for r in self.results)
-
-
-def input_fingerprints(stage: Stage, data_dir: Path) -> dict[str, str | None]:
-    """Content hash of each input: a file or folder, or the files a registry name stands for."""
-    out: dict[str, str | None] = {}
-    for value in stage.inputs:
-        digest = manifest.path_sha256(value)
-        if digest is None:
-            digest = _registry_fingerprint(value, data_dir)
-        out[value] = digest
-    return out
-
-
-def _registry_fingerprint(name: str, data_dir: Path) -> str | None:
-    import hashlib
-
-    from ..data.registry import load_registry
-
-    entry = load_registry(data_dir).get(name)
-    if entry is None:
-        return None  # a literal (--heads all) or a prebuilt index name: part of the command line
-    digest = hashlib.sha256(b"registry\0")
-    for key in ("corpus", "topics", "qrels", "run", "index"):
-        path = getattr(entry, key)
-        if path is None or (key == "index" and entry.corpus is not None):
-            continue  # a registered index built from its corpus counts as its corpus
-        digest.update(f"{key}\0{manifest.path_sha256(path)}\0".encode())
-    return digest.hexdigest()
-
-
-class _Runner:
-    def __init__(self, *, group: click.Group, ctx: click.Context, data_dir: Path, force: bool, dry_run: bool):
-        self.group, self.ctx, self.data_dir, self.force, self.dry_run = group, ctx, data_dir, force, dry_run
-        self.results: list[StageResult] = []
-        self.pending: set[str] = set()  # outputs of stages that would run (dry run)
-
-    def run(self, pipeline: Pipeline) -> None:
-        total = len(pipeline.stages)
-        for number, stage in enumerate(pipeline.stages, start=1):
-            label = f"[{pipeline.name} {number}/{total}] {stage.id}"
-            if stage.sub is not None:
-                logger.info("%s: pipeline %s", label, stage.sub.path)
-                self.run(stage.sub)
-                continue
-            self.run_stage(pipeline, stage, label)
-
-    def run_stage(self, pipeline: Pipeline, stage: Stage, label: str) -> None:
-        record_file = manifest.record_path(pipeline.workdir, stage.id)
-        waiting = [i for i in stage.inputs if _path_key(i) in self.pending]
-        if self.dry_run and waiting:
-            reason = f"input {waiting[0]} is written by an earlier stage that runs first"
-        else:
-            inputs = input_fingerprints(stage, self.data_dir)
-            reason = "forced (--force)" if self.force else manifest.why_stale(manifest.read_record(record_file), stage.argv, inputs)
-        if self.dry_run:
-            self.results.append(StageResult(pipeline.name, stage.id, "would skip" if reason is None else "would run", reason or "up to date"))
-            if reason is not None:
-                self.pending.update(_path_key(o) for o in stage.outputs)
-            return
-        if reason is None:
-            logger.info("%s (%s): up to date, skipped", label, stage.uses)
-            self.results.append(StageResult(pipeline.name, stage.id, "skipped", "up to date"))
-            return
-        logger.info("%s (%s): running (%s): %s", label, stage.uses, reason, stage.command_line)
-        started = time.perf_counter()
-        try:
-            captured = self.invoke(stage)
-        except (UserError, click.ClickException, FileNotFoundError) as exc:
-            seconds = time.perf_counter() - started
-            message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
-            logger.error("%s (%s) failed after %.1f s: %s", label, stage.uses, seconds, message, exc_info=logger.isEnabledFor(logging.DEBUG))
-            self.results.append(StageResult(pipeline.name, stage.id, "failed", message, seconds))
-            raise PipelineError(f"{pipeline.path}: stage {stage.id!r} ({stage.uses}) failed: {message}\n"
-                                f"  command: {stage.command_line}\n"
-                                f"  finished stages keep their records; run the pipeline again to resume here") from exc
-        except BaseException:
-            logger.exception("%s (%s) stopped", label, stage.uses)
-            self.results.append(StageResult(pipeline.name, stage.id, "failed", "stopped", time.perf_counter() - started))
-            raise
-        seconds = time.perf_counter() - started
-        if captured.strip():
-            click.echo(captured, nl=False)
-            for line in captured.rstrip("\n").splitlines():
-                stage_output.info("%s: %s", stage.id, line)
-        missing = [o for o in stage.outputs if manifest.path_sha256(o) is None]
-        if missing:
-            raise PipelineError(f"{pipeline.path}: stage {stage.id!r} ({stage.uses}) finished without writing {missing[0]}")
-        record = manifest.StageRecord(stage.id, stage.argv, input_fingerprints(stage, self.data_dir),
-                                      {o: manifest.path_sha256(o) for o in stage.outputs}, round(seconds, 3))
-        manifest.write_record(record_file, record)
-        logger.info("%s (%s): done in %.1f s", label, stage.uses, seconds)
-        self.results.append(StageResult(pipeline.name, stage.id, "ran", reason, seconds))
-
-    def invoke(self, stage: Stage) -> str:
-        """Run the stage's click command in this process; return what it printed."""
-        command = self.group.commands[str(stage.uses)]
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
-            with command.make_context(str(stage.uses), list(stage.argv), parent=self.ctx) as sub_ctx:
-                command.invoke(sub_ctx)
-        return buffer.getvalue()
-
-
-@contextlib.contextmanager
-def log_to_file(path: Path) -> Iterator[Path]:
-    """Also log INFO and above to ``path`` for the duration (console handlers keep their level)."""
-    root = logging.getLogger()
-    previous = root.level
-    touched = [(h, h.level) for h in root.handlers]
-    for handler, level in touched:
-        handler.setLevel(max(level, previous))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO)
-    root.addHandler(handler)
-    stage_output.addHandler(handler)
-    stage_output.setLevel(logging.INFO)
-    root.setLevel(min(previous, logging.INFO))
-    try:
-        yield path
-    finally:
-        root.removeHandler(handler)
-        stage_output.removeHandler(handler)
-        handler.close()
-        root.setLevel(previous)
-        for h, level in touched:
-            h.setLevel(level)
-
-
-def run_pipeline(pipeline: Pipeline, *, ctx: click.Context, group: click.Group | None = None,
-                 data_dir: str | os.PathLike[str] | None = None, force: bool = False, dry_run: bool = False) -> RunOutcome:
-    """Run (or, with ``dry_run``, plan) every stage in order; stop at the first that fails.
-
-    ``ctx``: the click context of the caller (its ``obj`` carries ``--data-dir`` and ``--quiet``).
-    Each run logs to ``<workdir>/logs/<name>-<UTC time>.log``.
-    """
-    from .. import config
-
-    if group is None:
-        from ..cli import main as group
-    runner = _Runner(group=group, ctx=ctx, data_dir=config.data_dir(data_dir), force=force, dry_run=dry_run)
-    if dry_run:
-        runner.run(pipeline)
-        return RunOutcome(runner.results)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    with log_to_file(pipeline.workdir / "logs" / f"{pipeline.name}-{stamp}.log") as log_path:
-        logger.info("pipeline %s (%s): %d stages, work folder %s, log %s", pipeline.name, pipeline.path,
-                    len(pipeline.stages), pipeline.workdir, log_path)
-        started = time.perf_counter()
-        try:
-            runner.run(pipeline)
-        finally:
-            outcome = RunOutcome(runner.results, log_path)
-            logger.info("pipeline %s: %d ran, %d skipped, %d failed in %.1f s", pipeline.name, outcome.count("ran"),
-                        outcome.count("skipped"), outcome.count("failed"), time.perf_counter() - started)
-    return outcome
-
-
-def describe_plan(pipeline: Pipeline, results: Sequence[StageResult], *, indent: str = "") -> str:
-    """The dry-run listing: each stage, whether it would run and why, and its command line."""
-    by_id = {(r.pipeline, r.stage): r for r in results}
-    lines = [f"{indent}pipeline {pipeline.name} ({pipeline.path}): work folder {pipeline.workdir}"]
-    for number, stage in enumerate(pipeline.stages, start=1):
-        if stage.sub is not None:
-            lines.append(f"{indent}{number:>2}. {stage.id}: pipeline {stage.sub.path}")
-            lines.append(describe_plan(stage.sub, results, indent=indent + "    ").rstrip("\n"))
-            continue
-        result = by_id.get((pipeline.name, stage.id))
-        status = f"{result.status} ({result.reason})" if result else "not reached"
-        lines.append(f"{indent}{number:>2}. {stage.id} [{stage.uses}]: {status}")
-        lines.append(f"{indent}      {stage.command_line}")
-    return "\n".join(lines) + "\n"

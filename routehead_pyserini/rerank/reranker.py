@@ -1,9 +1,9 @@
 """Second stage: re-rank candidate lists with attention heads, one query or a whole TREC run.
 
 For each query, the top-``k`` candidates of the first-stage run become one ICR prompt (several
-when they do not fit the context: see :func:`.prompt.build_windows`), the scorer returns per-head
+when they do not fit the context: see :func:`.windows.build_windows`), the scorer returns per-head
 scores (:mod:`.scoring`), the :class:`.cache.ScoreCache` stores them, and a head set
-(:mod:`.heads`) sums them into one score per document.
+(:mod:`.heads.head_set`) sums them into one score per document.
 
 Ordering rules of the written run:
 
@@ -52,7 +52,8 @@ from ..engine.cache import QueryScores, ScoreCache
 from ..data.keys import query_entry
 from ..data.corpus import Document
 from ..heads.head_set import HeadSet, parse_heads
-from ..engine.prompt import as_document, build_pointwise_prompts, build_windows
+from ..engine.prompt import as_document
+from ..engine.windows import build_pointwise_prompts, build_windows
 from ..engine.scoring import PrefixCache, score_prompts
 from ..data.trec import Hit, Run
 from ..heads.fusion import check_head_set_model, dense_fusion_of, fused_scores, fusion_of

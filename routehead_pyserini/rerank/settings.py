@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from ..engine.prompt import DEFAULT_DOC_MAX_TOKENS
+from ..engine.prompt_text import DEFAULT_DOC_MAX_TOKENS
 from ..errors import RerankError
 from ..heads.head_set import HeadSet
 

@@ -147,9 +147,9 @@ def test_evaluate_common_queries(cli, tmp_path):
 
 
 def test_scoring_settings_are_one_readable_log_line():
-    from routehead_pyserini.cli import _describe_scoring
+    from routehead_pyserini.cli.options import describe_scoring
 
-    line = _describe_scoring({"model": "smollm2-135m", "fingerprint": "fp", "heads": "all heads",
+    line = describe_scoring({"model": "smollm2-135m", "fingerprint": "fp", "heads": "all heads",
                               "settings": {"doc_max_tokens": 256, "order": "bm25", "max_context": None}, "max_context": 8192})
     assert line == "smollm2-135m (fp); heads: all heads; doc-max-tokens=256 order=bm25; max-context=8192"
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from routehead_pyserini.engine.prompt import (Document, ICRPrompt, PromptTooLongError, as_document, build_pointwise_prompts, build_prompt, build_windows, plan_windows)
+from routehead_pyserini.engine.prompt import Document, ICRPrompt, PromptTooLongError, as_document, build_prompt
+from routehead_pyserini.engine.windows import build_pointwise_prompts, build_windows, plan_windows
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

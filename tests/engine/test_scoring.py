@@ -250,7 +250,7 @@ def test_exclude_sink_matches_eager(tiny_llama, make_tiny_prompt, batch_size):
 
 def test_pointwise_real_model_matches_eager(smollm2, eager_doc_mass):
     """Pointwise prompts of SmolLM2 (chat template), batched with padding, equal eager attention."""
-    from routehead_pyserini.engine.prompt import build_pointwise_prompts
+    from routehead_pyserini.engine.windows import build_pointwise_prompts
 
     docs = [("a", "The Eiffel Tower is a wrought-iron tower in Paris, France."),
             ("b", "Bananas are yellow fruit rich in potassium and eaten all over the world."),
@@ -312,7 +312,7 @@ def test_shared_template_prefix_equals_unshared(model_fixture, window, request, 
 @pytest.mark.parametrize("model_fixture", ["smollm2", pytest.param("gemma3", marks=pytest.mark.slow)])
 def test_shared_template_prefix_real_models(model_fixture, request):
     """Pointwise prompts of the packaged models: the chat template's head shared, scores unchanged."""
-    from routehead_pyserini.engine.prompt import build_pointwise_prompts
+    from routehead_pyserini.engine.windows import build_pointwise_prompts
     from routehead_pyserini.engine.scoring import PrefixCache, shared_head_length
 
     model = request.getfixturevalue(model_fixture)

@@ -9,7 +9,8 @@ from routehead_pyserini.eval.loco import METHODS, SearchSpace, fit, leave_one_co
 from routehead_pyserini.eval.loco_report import build_table
 from routehead_pyserini.heads.pooled import Collection, PooledData, PooledQuery, pooled_qid
 from routehead_pyserini.data.trec import Hit
-from routehead_pyserini.heads.weights import Dataset, build_dataset, fold_assignment, TrainConfig
+from routehead_pyserini.heads.features import Dataset, build_dataset
+from routehead_pyserini.heads.weights import fold_assignment, TrainConfig
 
 LAYERS, HEADS, DOCS = 2, 3, 8
 

@@ -82,7 +82,7 @@ def test_a_preset_refuses_another_model(demo_presets):
 
 
 def test_a_model_without_a_preset_falls_back_to_icr_and_says_so(caplog, monkeypatch, tmp_path):
-    from routehead_pyserini.cli import _method_choice
+    from routehead_pyserini.cli.reranking import _method_choice
 
     monkeypatch.setenv("ROUTEHEAD_PRESETS_DIR", str(tmp_path))
     assert list_presets("some-org/some-model") == []

@@ -8,7 +8,8 @@ from routehead_pyserini.heads.checkpoint import RouterError
 from routehead_pyserini.heads.loading import load_any_router, load_router
 from routehead_pyserini.heads.router import save_router
 from routehead_pyserini.heads.soft_router import SoftRouter, SoftRouterConfig, nested_cv_scores, train_soft_router
-from routehead_pyserini.heads.weights import TrainConfig, build_dataset, query_features, train_weights
+from routehead_pyserini.heads.features import build_dataset, query_features
+from routehead_pyserini.heads.weights import TrainConfig, train_weights
 from routehead_pyserini.heads.fusion import fused_scores
 
 LAYERS, HEADS, DOCS, DIM = 4, 4, 10, 64  # the tiny Llama's shape and hidden size

@@ -8,7 +8,8 @@ import torch
 from routehead_pyserini.engine.cache import QueryScores
 from routehead_pyserini.heads.ndcg import ideal_dcg, ndcg_at_k
 from routehead_pyserini.heads.head_set import (aggregate, from_pairs, normalise_scores, parse_heads, read_head_set, write_head_set)
-from routehead_pyserini.heads.weights import (TrainConfig, build_dataset, nested_cv_predictions, query_features, to_head_set, train_weights)
+from routehead_pyserini.heads.features import build_dataset, query_features
+from routehead_pyserini.heads.weights import TrainConfig, nested_cv_predictions, to_head_set, train_weights
 from routehead_pyserini.heads.fusion import WeightsError, check_head_set_model, first_stage_feature, fused_scores
 
 LAYERS, HEADS, DOCS = 3, 4, 10

@@ -84,18 +84,18 @@ def broken(tmp_path: Path, old: str, new: str) -> Path:
 def test_validation_errors_name_file_stage_and_key(tmp_path, old, new, message):
     path = broken(tmp_path, old, new)
     with pytest.raises(PipelineError) as caught:
-        load_pipeline(path)
+        load_pipeline(path, main)
     assert str(caught.value).startswith(str(path)), caught.value
     assert message.removeprefix("p.yaml") in str(caught.value)
 
 
 def test_overrides_are_checked_too(tmp_path, demo_index):
     path = small_pipeline(tmp_path, demo_index)
-    assert load_pipeline(path, overrides=parse_overrides(["hits=3", "bm25.k1=1.2"])).stages[0].argv[-4:] == ["--hits", "3", "--k1", "1.2"]
+    assert load_pipeline(path, main, overrides=parse_overrides(["hits=3", "bm25.k1=1.2"])).stages[0].argv[-4:] == ["--hits", "3", "--k1", "1.2"]
     with pytest.raises(PipelineError, match=r"--set hist: not a variable.*\(did you mean 'hits'\?\)"):
-        load_pipeline(path, overrides=parse_overrides(["hist=3"]))
+        load_pipeline(path, main, overrides=parse_overrides(["hist=3"]))
     with pytest.raises(PipelineError, match=r"stage 'bm25' \(search\): --set bm25.hitz: not an option of search \(did you mean 'hits'\?\)"):
-        load_pipeline(path, overrides=parse_overrides(["bm25.hitz=1"]))
+        load_pipeline(path, main, overrides=parse_overrides(["bm25.hitz=1"]))
     with pytest.raises(PipelineError, match="expected KEY=VALUE"):
         parse_overrides(["hits"])
 
@@ -179,14 +179,14 @@ def test_force_and_methods(tmp_path, jvm, demo_index):
             uses: evaluate
             with: {{runs: "${{stages.bm25.outputs}}", qrels: demo, output: "${{workdir}}/eval.json", format: json}}
         """)
-    spec = load_pipeline(path, workdir=tmp_path / "w")
+    spec = load_pipeline(path, main, workdir=tmp_path / "w")
     assert [s.id for s in spec.stages] == ["bm25.default", "bm25.classic", "eval"]
     assert spec.stages[2].settings["runs"] == [str(tmp_path / "w" / "default.trec"), str(tmp_path / "w" / "classic.trec")]
     assert run(path, "--workdir", tmp_path / "w").exit_code == 0
     assert [r["name"] for r in json.loads((tmp_path / "w" / "eval.json").read_text())["runs"]] == ["default", "classic"]
     assert "3 stages, 3 ran" in run(path, "--workdir", tmp_path / "w", "--force").output
     with pytest.raises(PipelineError, match=r"stage 'bm25' has several methods; use \$\{stages.bm25.outputs\}"):
-        load_pipeline(write(tmp_path, path.read_text().replace("stages.bm25.outputs", "stages.bm25.output")))
+        load_pipeline(write(tmp_path, path.read_text().replace("stages.bm25.outputs", "stages.bm25.output")), main)
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,7 +204,7 @@ def test_shipped_pipelines_validate(name, request, tmp_path):
 
 
 def test_demo_pipeline_plan(tmp_path):
-    spec = load_pipeline(REPO / "pipelines" / "demo.yaml", workdir=tmp_path)
+    spec = load_pipeline(REPO / "pipelines" / "demo.yaml", main, workdir=tmp_path)
     assert [s.id for s in spec.stages] == ["index", "bm25", "bm25-classic", "random-order", "default", "icr.bm25", "icr.reversed", "report"]
     report = spec.stages[-1]
     assert [Path(r).name for r in report.settings["runs"]] == [

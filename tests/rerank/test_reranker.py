@@ -166,7 +166,7 @@ def test_pointwise_and_listwise_shapes_and_batching(smollm2, demo_inputs):
 
 def test_listwise_windows_batched_equal_unbatched(smollm2, demo_inputs):
     """The scorer batches listwise windows exactly; the re-ranker scores them one at a time anyway."""
-    from routehead_pyserini.engine.prompt import build_windows
+    from routehead_pyserini.engine.windows import build_windows
     from routehead_pyserini.engine.scoring import score_prompts
 
     run, topics, texts = demo_inputs

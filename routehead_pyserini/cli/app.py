@@ -1,0 +1,120 @@
+"""The ``routehead-pyserini`` group: global options (data folder, logging, threads), the context
+every command receives, and one clear line instead of a traceback for the package's expected errors."""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from .. import __version__, config
+
+logger = logging.getLogger("routehead_pyserini")
+
+POSITIVE = click.IntRange(min=1)  # counts: --top-k, --hits, --threads, --epochs...
+FOLDS = click.IntRange(min=2)  # cross-validation needs a held-out fold
+FRACTION = click.FloatRange(0, 1, max_open=True)  # [0, 1)
+MEASURE_HELP = "Measure, repeatable: nDCG@10, MAP@100, R@100, MRR@10, P@10, MAP, nDCG."
+
+
+@dataclass
+class Context:
+    data_dir: Path
+    quiet: bool
+    threads: int | None = None  # torch threads of the scoring commands (None: torch's default)
+
+    def apply_threads(self) -> None:
+        """Set torch's thread count (``--threads``); called by the commands that run a model."""
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
+
+    @property
+    def progress(self) -> bool:
+        return not self.quiet
+
+
+def _setup_logging(level: str, quiet: bool, log_file: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    logging.basicConfig(
+        level=logging.WARNING if quiet and level == "INFO" else getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every fallback at INFO
+    if quiet or level != "DEBUG":
+        import os
+
+        # transformers' "Loading weights" / "Writing model shards" bars (read when it is imported)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _sigterm_as_interrupt(ctx: click.Context) -> None:
+    """SIGTERM ends a command the way Ctrl-C does: KeyboardInterrupt, temporary files removed,
+    earlier outputs intact (the JVM is started with -Xrs so it leaves the signal to Python)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+
+
+class FriendlyGroup(click.Group):
+    """Turn the package's expected errors into one clear line and exit status 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from ..errors import UserError
+
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            logger.debug("failed", exc_info=True)
+            raise click.ClickException(str(exc)) from exc
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            logger.debug("failed", exc_info=True)  # a path the user gave (or a folder they cannot write)
+            raise click.ClickException(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)) from exc
+
+
+@click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="routehead-pyserini")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Benchmark data directory used by registry names [{config.DATA_DIR_HELP}].",
+)
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True, help="Logging verbosity (stderr).")
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="Also write the log to this file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars; warnings and errors only.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, envvar="ROUTEHEAD_THREADS",
+              help="Torch threads for model work [env ROUTEHEAD_THREADS; default: torch's, one per core]. Running "
+                   "several jobs on one machine, give each cores/jobs threads: oversubscribed threads made one query 20x slower.")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None, log_level: str, log_file: str | None, quiet: bool, threads: int | None) -> None:
+    """Re-rank Pyserini BM25 runs with routed attention heads of a frozen LLM.
+
+    \b
+    First stage:  index, search
+    Second stage: rerank, analyze-heads
+    RouteHead:    label, train, rerank --router; train-soft-router (per-query head weights)
+    Baselines:    train-weights (learned head weights, --fuse with BM25, --fuse-dense), rerank --method dense
+    Evaluation:   evaluate, random-order (control)
+    Registry:     datasets (names usable for --index/--topics/--qrels/--run)
+    Demo:         demo (index + BM25 + evaluation on the embedded collection)
+    Pipelines:    pipeline run FILE.yaml (stages of these commands); heads (head sets, routing)
+    """
+    _setup_logging(log_level, quiet, log_file)
+    _sigterm_as_interrupt(ctx)
+    ctx.obj = Context(data_dir=config.data_dir(data_dir), quiet=quiet, threads=threads)

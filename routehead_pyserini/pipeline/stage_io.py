@@ -1,0 +1,92 @@
+"""What a command reads and writes, declared beside the command itself so that pipelines can check
+and chain stages without a table of their own; and how a stage's ``with`` keys map to the
+command's click parameters and back to a command line.
+
+A command that can be a pipeline stage carries a :class:`CommandIO` (set by :func:`pipeline_io`,
+the outermost decorator of the click command); one without it cannot be used in ``uses:``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+_ATTRIBUTE = "pipeline_io"
+
+
+@dataclass(frozen=True)
+class CommandIO:
+    """Which ``with`` keys of a command name what it reads and what it writes."""
+
+    inputs: tuple[str, ...]  # files, folders or registry names read
+    outputs: tuple[str, ...]  # written; the first one given is the stage's ${stages.ID.output}
+
+
+def pipeline_io(inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> Callable:
+    """Mark a click command as a pipeline stage that reads the ``inputs`` keys and writes the ``outputs`` keys."""
+
+    def mark(command):
+        setattr(command, _ATTRIBUTE, CommandIO(tuple(inputs), tuple(outputs)))
+        return command
+
+    return mark
+
+
+def command_io(command) -> CommandIO | None:
+    """The :class:`CommandIO` a command was marked with, or ``None`` (not usable as a stage)."""
+    return getattr(command, _ATTRIBUTE, None)
+
+
+def norm_key(key: str) -> str:
+    return str(key).strip().lower().replace("_", "-")
+
+
+def command_keys(command: click.Command) -> dict[str, click.Parameter]:
+    """``with`` key → click parameter: long option names and parameter names, ``_`` read as ``-``."""
+    keys: dict[str, click.Parameter] = {}
+    for param in command.params:
+        if param.name == "help":
+            continue
+        if isinstance(param, click.Option):
+            for opt in param.opts:
+                if opt.startswith("--"):
+                    keys.setdefault(norm_key(opt[2:]), param)
+        keys.setdefault(norm_key(param.name), param)
+    return keys
+
+
+def canonical_key(param: click.Parameter) -> str:
+    if isinstance(param, click.Option):
+        long = [o for o in param.opts if o.startswith("--")]
+        if long:
+            return long[0][2:]
+    return norm_key(param.name)
+
+
+def as_list(value: Any) -> list:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def command_argv(params: Mapping[str, click.Parameter], settings: Mapping[str, Any]) -> list[str]:
+    """The command line of ``settings`` (options in the command's order, then arguments)."""
+    options: list[str] = []
+    arguments: list[str] = []
+    for key, param in params.items():
+        value = settings.get(key)
+        if value is None:
+            continue
+        if isinstance(param, click.Argument):
+            arguments.extend(str(v) for v in as_list(value))
+            continue
+        flag = f"--{key}"
+        if param.is_flag:
+            if value:
+                options.append(flag)
+            continue
+        for item in as_list(value):
+            options += [flag, str(item)]
+    if any(a.startswith("-") for a in arguments):
+        arguments.insert(0, "--")
+    return options + arguments
