@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from ..engine.prompt_text import DEFAULT_DOC_MAX_TOKENS
+from ..heads.configs import RouterConfig
+from ..rerank.settings import ATTENTION_NORMS, DEFAULT_TOP_K, MODES, ORDERS, POINTWISE_BATCH_SIZE
 from .app import POSITIVE, Context, logger
 
 
@@ -22,12 +25,12 @@ _SCORING_OPTIONS = [
     click.option("--candidates", default=None, type=click.Path(exists=True, dir_okay=False), help="JSONL with qid, query, docid, text per line (e.g. DL19's bm25_top100.jsonl): text and queries in one file."),
     click.option("--topics", default=None, help="Topics (file or registry name) [default: the --index name's topics, or the queries in --candidates]."),
     click.option("--model", default="smollm2-135m", show_default=True, help="smollm2-135m, gemma3-270m, a Hugging Face name, a local folder or a .gguf file."),
-    click.option("--top-k", default=None, type=click.IntRange(min=1), help="Score the first K candidates; the rest keep their order below [default: the trained file's, else 20]."),
-    click.option("--order", type=click.Choice(["bm25", "reversed", "both"]), default=None, help="Listwise prompt order: first-stage rank 1 first (ICR), last (nearest the query), or both: the calibrated scores of the two orders summed (reuses each order's cache) [default: the trained file's, else bm25]."),
-    click.option("--mode", type=click.Choice(["listwise", "pointwise"]), default=None, help="listwise: all candidates in one prompt (ICR); pointwise: one prompt per candidate (that passage, then the query), window size 1 [default: the trained file's, else listwise]."),
-    click.option("--attention-norm", type=click.Choice(["raw", "no-sink"]), default=None, help="Attention mass of the query rows on a passage: raw, or among all keys but the prompt's first token (the attention sink) [default: the trained file's, else raw]."),
-    click.option("--batch-size", default=None, type=click.IntRange(min=1), help="--mode pointwise: candidates of one query per forward pass, padded (same scores; 4-8 is fastest on a CPU) [default: 5 pointwise; listwise prompts are scored one at a time]."),
-    click.option("--doc-max-tokens", default=None, type=click.IntRange(min=0), help="Truncate each document to this many tokens (counted; 0: no limit) [default: the trained file's, else 256]."),
+    click.option("--top-k", default=None, type=click.IntRange(min=1), help=f"Score the first K candidates; the rest keep their order below [default: the trained file's, else {DEFAULT_TOP_K}]."),
+    click.option("--order", type=click.Choice(ORDERS), default=None, help="Listwise prompt order: first-stage rank 1 first (ICR), last (nearest the query), or both: the calibrated scores of the two orders summed (reuses each order's cache) [default: the trained file's, else bm25]."),
+    click.option("--mode", type=click.Choice(MODES), default=None, help="listwise: all candidates in one prompt (ICR); pointwise: one prompt per candidate (that passage, then the query), window size 1 [default: the trained file's, else listwise]."),
+    click.option("--attention-norm", type=click.Choice(ATTENTION_NORMS), default=None, help="Attention mass of the query rows on a passage: raw, or among all keys but the prompt's first token (the attention sink) [default: the trained file's, else raw]."),
+    click.option("--batch-size", default=None, type=click.IntRange(min=1), help=f"--mode pointwise: candidates of one query per forward pass, padded (same scores; 4-8 is fastest on a CPU) [default: {POINTWISE_BATCH_SIZE} pointwise; listwise prompts are scored one at a time]."),
+    click.option("--doc-max-tokens", default=None, type=click.IntRange(min=0), help=f"Truncate each document to this many tokens (counted; 0: no limit) [default: the trained file's, else {DEFAULT_DOC_MAX_TOKENS}]."),
     click.option("--max-context", default=None, type=POSITIVE, help="Token budget of one prompt; longer lists are split into windows [default: the model's context]."),
     click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1..."),
     click.option("--dtype", default="float32", show_default=True, help="float32 (CPU), bfloat16 or float16 (GPU)."),
@@ -177,7 +180,7 @@ def texts_for(obj: Context, index_name, corpus, candidates, topics):
 
 def query_embedding_options(command):
     """--layer and --pooling: how the frozen LLM embeds a query for routing (train, train-soft-router)."""
-    command = click.option("--pooling", type=click.Choice(["mean", "last"]), default="mean", show_default=True,
+    command = click.option("--pooling", type=click.Choice(["mean", "last"]), default=RouterConfig.embedding_pooling, show_default=True,
                            help="Pooling of the query's token states.")(command)
     return click.option("--layer", default=None, type=int,
                         help="Decoder layer whose hidden states embed the query [default: the middle one].")(command)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ..heads.configs import (LOSSES, NORMALISATIONS, PENALTIES, STATIC_SET_SIZE, VAL_FRACTION, VOTES, KnnConfig, RouterConfig, RouterError,
+                              SearchParams, SoftRouterConfig, TrainConfig)
 from ..pipeline.stage_io import pipeline_io
 from .app import FOLDS, FRACTION, POSITIVE, Context, main
 from .options import TEXT_SOURCES, batch_size_of, prompt_settings_of, ranking_data, scoring_job, fusion_options, query_embedding_options, scoring_options
@@ -44,11 +46,11 @@ def analyze_heads(obj: Context, qrels: str, output_dir: Path, folds: int, releva
 @scoring_options
 @click.option("--qrels", required=True, help="Qrels of the training queries (file or registry name).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Labels file to write (JSONL).")
-@click.option("--beam", default=4, show_default=True, type=POSITIVE, help="Beam width of the forward selection.")
-@click.option("--max-size", default=8, show_default=True, type=POSITIVE, help="Largest head set searched.")
-@click.option("--normalise", type=click.Choice(["zscore", "none"]), default="zscore", show_default=True, help="Per-head normalisation within a query before heads are summed.")
+@click.option("--beam", default=SearchParams.beam, show_default=True, type=POSITIVE, help="Beam width of the forward selection.")
+@click.option("--max-size", default=SearchParams.max_size, show_default=True, type=POSITIVE, help="Largest head set searched.")
+@click.option("--normalise", type=click.Choice(NORMALISATIONS), default=SearchParams.normalise, show_default=True, help="Per-head normalisation within a query before heads are summed.")
 @click.option("--static-heads", default=None, help="Also write the QRHead-style static head set (top --static-k heads by mean single-head nDCG@10 over these queries) here; '{k}' in the path is replaced by the size.")
-@click.option("--static-k", default="16", show_default=True, help="Size(s) of the static head set, comma-separated (1 gives the best single head).")
+@click.option("--static-k", default=str(STATIC_SET_SIZE), show_default=True, help="Size(s) of the static head set, comma-separated (1 gives the best single head).")
 @click.option("--random-heads", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a random head set of the mean label size here (the random-heads baseline).")
 @click.option("--random-seed", default=0, show_default=True, help="Seed of --random-heads.")
 @click.option("--random-size", default=None, type=click.IntRange(min=1), help="Size of the --random-heads set [default: the mean label-set size]; give the routed size of the router it is compared with.")
@@ -62,7 +64,7 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
     all-heads nDCG@10 and every single head's nDCG@10.
     """
     from ..heads.head_set import write_head_set
-    from ..heads.labels import SearchParams, label_queries, random_head_set, static_head_set, write_labels
+    from ..heads.labels import label_queries, random_head_set, static_head_set, write_labels
     from ..data.registry import lookup
     from ..data.trec import read_qrels
 
@@ -102,16 +104,16 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Router checkpoint to write.")
 @click.option("--model", default=None, help="The LLM the labels were made with [default: the one named in the labels file].")
 @query_embedding_options
-@click.option("--head-dim", default=64, show_default=True, type=POSITIVE, help="Size of the per-head embeddings.")
-@click.option("--sparsity", default=0.1, show_default=True, help="Weight of the sparsity regulariser (mean routing probability).")
-@click.option("--epochs", default=300, show_default=True, type=POSITIVE, help="Maximum epochs (early stopping on validation loss).")
-@click.option("--patience", default=30, show_default=True, type=POSITIVE, help="Epochs without validation improvement before stopping.")
+@click.option("--head-dim", default=RouterConfig.head_dim, show_default=True, type=POSITIVE, help="Size of the per-head embeddings.")
+@click.option("--sparsity", default=RouterConfig.sparsity, show_default=True, help="Weight of the sparsity regulariser (mean routing probability).")
+@click.option("--epochs", default=RouterConfig.epochs, show_default=True, type=POSITIVE, help="Maximum epochs (early stopping on validation loss).")
+@click.option("--patience", default=RouterConfig.patience, show_default=True, type=POSITIVE, help="Epochs without validation improvement before stopping.")
 @click.option("--targets", type=click.Choice(["soft", "set", "tied"]), default="soft", show_default=True, help="What the router learns per training query: soft = every head's own nDCG@10 (graded, no arbitrary tie-breaks); set = the searched label set (the paper's pseudo label); tied = all heads tied at the best single-head nDCG@10.")
-@click.option("--top-k", default=None, type=POSITIVE, help="Heads routed per query at inference [default: 16 for soft targets (the static set's size), else the mean label-set size].")
-@click.option("--val-fraction", default=0.2, show_default=True, type=FRACTION, help="Share of training queries held out for early stopping (fixed by qid hash).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the split and of training.")
+@click.option("--top-k", default=None, type=POSITIVE, help=f"Heads routed per query at inference [default: {STATIC_SET_SIZE} for soft targets (the static set's size), else the mean label-set size].")
+@click.option("--val-fraction", default=VAL_FRACTION, show_default=True, type=FRACTION, help="Share of training queries held out for early stopping (fixed by qid hash).")
+@click.option("--seed", default=RouterConfig.seed, show_default=True, help="Seed of the split and of training.")
 @click.option("--knn", "knn", default=None, type=click.IntRange(min=1), help="Build the nearest-neighbour baseline with this many neighbours instead of training (no split, no epochs).")
-@click.option("--knn-vote", type=click.Choice(["count", "similarity"]), default="count", show_default=True, help="--knn: each neighbour votes 1, or its cosine similarity (>= 0), for every head of its label.")
+@click.option("--knn-vote", type=click.Choice(VOTES), default=KnnConfig.vote, show_default=True, help="--knn: each neighbour votes 1, or its cosine similarity (>= 0), for every head of its label.")
 @click.option("--knn-raw", is_flag=True, help="--knn: cosine of the raw embeddings (default: standardised per dimension first).")
 @click.pass_obj
 def train(obj: Context, labels_path: str, topics: str, output: Path, model: str | None, layer: int | None, pooling: str, head_dim: int, sparsity: float, epochs: int, patience: int, targets: str, top_k: int | None, val_fraction: float, seed: int, knn: int | None, knn_vote: str, knn_raw: bool) -> None:
@@ -140,14 +142,13 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
     from ..engine.models import load_model
     from ..engine.query_embedding import embed_queries
     from ..data.registry import lookup
-    from ..heads.router import RouterConfig, save_router, train_router
-    from ..heads.checkpoint import RouterError
+    from ..heads.checkpoint import check_model
+    from ..heads.router import save_router, train_router
     from ..data.trec import read_topics
 
     labels = read_labels(labels_path)
     loaded = load_model(model or labels.model.get("name") or "smollm2-135m")
-    if labels.model.get("fingerprint") and labels.model["fingerprint"] != loaded.fingerprint:
-        raise RouterError(f"labels were made with {labels.model['fingerprint']}, not {loaded.fingerprint}")
+    check_model(labels.model, loaded, what="these labels were made", advice="label with --model " + loaded.name)
     topic_map = read_topics(lookup(topics, "topics", obj.data_dir))
     qids = [q for q in labels.queries if q in topic_map]
     if len(qids) < len(labels.queries):
@@ -156,9 +157,9 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
     extra = {"normalise": labels.params.normalise, "labels": str(labels_path), "training_queries": len(qids), "targets": targets}
     goal = router_targets(labels, qids, targets)
     if targets == "soft" and top_k is None:
-        top_k = 16
+        top_k = STATIC_SET_SIZE
     if knn is not None:
-        from ..heads.knn_router import KnnConfig, KnnRouter, label_recall, save_knn_router
+        from ..heads.knn_router import KnnRouter, label_recall, save_knn_router
 
         knn_router = KnnRouter(embeddings, target_sets(goal, top_k if targets == "soft" else None),
                                KnnConfig(k=knn, vote=knn_vote, top_m=top_k, standardise=not knn_raw,
@@ -181,13 +182,13 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
 @scoring_options
 @click.option("--qrels", default=None, help="Qrels of the training queries (file or registry name).  [required unless --collections]")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Weights file to write: a head-set file for `rerank --heads`.")
-@click.option("--loss", type=click.Choice(["pairwise", "pointwise", "listwise"]), default="pairwise", show_default=True, help="RankNet pairs, logistic regression on relevant/not, or ListNet (top one).")
-@click.option("--penalty", type=click.Choice(["l1", "l2"]), default="l1", show_default=True, help="Regularisation of the weights (l1 keeps few heads).")
+@click.option("--loss", type=click.Choice(LOSSES), default=TrainConfig.loss, show_default=True, help="RankNet pairs, logistic regression on relevant/not, or ListNet (top one).")
+@click.option("--penalty", type=click.Choice(PENALTIES), default=TrainConfig.penalty, show_default=True, help="Regularisation of the weights (l1 keeps few heads).")
 @click.option("--lambdas", default=None, help="Comma-separated regularisation strengths to cross-validate [default: 10 values from the l1 lambda_max down 1000x; l2: 10 .. 1e-4].")
-@click.option("--folds", default=5, show_default=True, type=FOLDS, help="Cross-validation folds over training queries for choosing lambda (objective: mean nDCG@10).")
-@click.option("--fold-seed", default=0, show_default=True, help="Seed of the fold assignment (a hash of seed and qid).")
+@click.option("--folds", default=TrainConfig.folds, show_default=True, type=FOLDS, help="Cross-validation folds over training queries for choosing lambda (objective: mean nDCG@10).")
+@click.option("--fold-seed", default=TrainConfig.fold_seed, show_default=True, help="Seed of the fold assignment (a hash of seed and qid).")
 @fusion_options
-@click.option("-l", "--relevance-level", default=1, show_default=True, help="--loss pointwise: the smallest grade counted as a positive.")
+@click.option("-l", "--relevance-level", default=TrainConfig.relevance_level, show_default=True, help="--loss pointwise: the smallest grade counted as a positive.")
 @click.option("--cv-run", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a run of these queries, each re-ranked by weights trained without its outer fold (lambda chosen inside the other folds).")
 @click.option("--outer-folds", default=5, show_default=True, type=FOLDS, help="--cv-run: number of outer folds (assigned with --fold-seed).")
 @click.option("--collections", "collections_path", default=None, type=click.Path(exists=True, dir_okay=False), help="Train on several judged collections at once (YAML, see pipelines/collections/development.yaml) instead of --run/--qrels; lambda is then chosen by leaving one collection out at a time.")
@@ -203,7 +204,7 @@ def train_weights_cmd(obj: Context, qrels: str | None, output: Path, loss: str, 
     FILE` applies it, and refuses it on any other model. No LLM time when the scores are cached.
     """
     from ..heads.head_set import write_head_set
-    from ..heads.weights import TrainConfig, nested_cv_predictions, to_head_set, train_weights
+    from ..heads.weights import nested_cv_predictions, to_head_set, train_weights
 
     try:
         grid = None if lambdas is None else tuple(float(v) for v in lambdas.split(","))
@@ -272,16 +273,16 @@ def _train_weights_pooled(obj: Context, collections_path: str, output: Path, con
 @scoring_options
 @click.option("--qrels", required=True, help="Qrels of the training queries (file or registry name).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Router checkpoint to write (`rerank --router`).")
-@click.option("--loss", type=click.Choice(["pairwise", "pointwise", "listwise"]), default="pointwise", show_default=True, help="Ranking loss of the routed scores (as train-weights).")
-@click.option("--sparsity", default=1e-3, show_default=True, help="Weight of the L1 regulariser on each query's head weights (mean over queries of sum |w|).")
+@click.option("--loss", type=click.Choice(LOSSES), default=SoftRouterConfig.loss, show_default=True, help="Ranking loss of the routed scores (as train-weights).")
+@click.option("--sparsity", default=SoftRouterConfig.sparsity, show_default=True, help="Weight of the L1 regulariser on each query's head weights (mean over queries of sum |w|).")
 @fusion_options
 @query_embedding_options
-@click.option("--head-dim", default=16, show_default=True, type=POSITIVE, help="Size of the per-head embeddings.")
-@click.option("--route-k", default=16, show_default=True, type=POSITIVE, help="Heads kept per query at inference (by |weight|).")
-@click.option("--epochs", default=300, show_default=True, type=POSITIVE, help="Maximum epochs (full batch; early stopping on the validation objective).")
-@click.option("--patience", default=30, show_default=True, type=POSITIVE, help="Epochs without validation improvement before stopping.")
-@click.option("--val-fraction", default=0.2, show_default=True, type=FRACTION, help="Share of training queries held out for early stopping (fixed by qid hash).")
-@click.option("--router-seed", default=0, show_default=True, help="Seed of the validation split and of training.")
+@click.option("--head-dim", default=SoftRouterConfig.head_dim, show_default=True, type=POSITIVE, help="Size of the per-head embeddings.")
+@click.option("--route-k", default=SoftRouterConfig.top_k, show_default=True, type=POSITIVE, help="Heads kept per query at inference (by |weight|).")
+@click.option("--epochs", default=SoftRouterConfig.epochs, show_default=True, type=POSITIVE, help="Maximum epochs (full batch; early stopping on the validation objective).")
+@click.option("--patience", default=SoftRouterConfig.patience, show_default=True, type=POSITIVE, help="Epochs without validation improvement before stopping.")
+@click.option("--val-fraction", default=SoftRouterConfig.val_fraction, show_default=True, type=FRACTION, help="Share of training queries held out for early stopping (fixed by qid hash).")
+@click.option("--router-seed", default=SoftRouterConfig.seed, show_default=True, help="Seed of the validation split and of training.")
 @click.option("-l", "--relevance-level", default=1, show_default=True, help="--loss pointwise: the smallest grade counted as a positive.")
 @click.option("--cv-run", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a run of these queries, each ranked by a router trained without its outer fold.")
 @click.option("--outer-folds", default=5, show_default=True, type=FOLDS, help="--cv-run: number of outer folds.")
@@ -300,7 +301,7 @@ def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, spa
     from ..engine.query_embedding import embed_queries
     from ..heads.checkpoint import model_info
     from ..heads.router import save_router
-    from ..heads.soft_router import SoftRouterConfig, nested_cv_scores, train_soft_router
+    from ..heads.soft_router import nested_cv_scores, train_soft_router
 
     config = SoftRouterConfig(loss=loss, relevance_level=relevance_level, sparsity=sparsity, head_dim=head_dim,
                               epochs=epochs, patience=patience, val_fraction=val_fraction, seed=router_seed,

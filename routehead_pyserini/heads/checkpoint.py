@@ -15,14 +15,11 @@ import torch
 
 from ..errors import UserError
 from ..engine.models import LoadedModel
+from .configs import RouterError
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "routehead-router/1"
-
-
-class RouterError(UserError, ValueError):
-    """A router that cannot be trained, loaded or used as asked (bad data, wrong model, bad file)."""
 
 
 def model_info(model: LoadedModel) -> dict[str, Any]:
@@ -80,19 +77,19 @@ def fitting_model_info(model: LoadedModel, shape: tuple[int, int], input_dim: in
     return info
 
 
-def _check_plain(value: Any, where: str) -> None:
+def check_plain(value: Any, where: str) -> None:
     """Only plain values load with ``weights_only=True``: refuse anything else when saving."""
     if value is None or type(value) in (str, int, float, bool):
         return
     if type(value) in (list, tuple):
         for i, item in enumerate(value):
-            _check_plain(item, f"{where}[{i}]")
+            check_plain(item, f"{where}[{i}]")
         return
     if type(value) is dict:
         for key, item in value.items():
             if type(key) is not str:
                 raise RouterError(f"{where}: keys must be strings, got {key!r}")
-            _check_plain(item, f"{where}.{key}")
+            check_plain(item, f"{where}.{key}")
         return
     raise RouterError(f"{where}: {type(value).__name__} values cannot be stored in a router file "
                       "(use str, numbers, bools, None, lists and dicts)")

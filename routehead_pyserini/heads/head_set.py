@@ -31,9 +31,9 @@ import torch
 
 from ..files import atomic_write_text
 from ..errors import UserError
+from .configs import NORMALISATIONS
 
 FORMAT = "routehead-heads/1"
-NORMALISATIONS = ("zscore", "none")
 _QUANTUM = 2.0**-32  # see the module docstring: makes head sums exact in float64
 _FLAT_STD = 1e-6  # a head whose spread is below this share of its largest magnitude is flat
 

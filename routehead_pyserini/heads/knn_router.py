@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from typing import Any, Sequence
 
 import numpy as np
@@ -54,44 +54,18 @@ from . import head_set as heads_mod
 from ..files import atomic_open
 from .head_set import HeadSet
 from ..engine.models import LoadedModel
-from .checkpoint import RouterError, _check_plain, check_model, fitting_model_info
+from .checkpoint import RouterError, check_plain, check_model, fitting_model_info
 from ..engine.query_embedding import embed_queries
 from ..engine.query_embedding import resolve_layer
 from .checkpoint import model_info as info_of
 from .checkpoint import read_router_file
+from .configs import KnnConfig
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "routehead-knn-router/1"
 KIND = "knn"
-VOTES = ("count", "similarity")
 _SHORTLIST_MARGIN = 8  # faiss shortlist of 2k + 8, re-scored in float64 (see the module docstring)
-
-
-@dataclass
-class KnnConfig:
-    """Settings of a kNN router (the embedding fields mirror :class:`.router.RouterConfig`)."""
-
-    k: int = 10  # neighbours per query
-    vote: str = "count"  # "count": weight 1 per neighbour; "similarity": weight max(cosine, 0)
-    top_m: int | None = None  # heads per query (None: mean label-set size in training)
-    standardise: bool = True  # per-dimension standardisation with training statistics before cosine
-    embedding_layer: int | None = None
-    embedding_pooling: str = "mean"
-    embedding_template: bool = False
-
-    def __post_init__(self):
-        if int(self.k) < 1:
-            raise RouterError(f"k must be at least 1, got {self.k}")
-        if self.vote not in VOTES:
-            raise RouterError(f"vote must be one of {VOTES}, got {self.vote!r}")
-        if self.top_m is not None and int(self.top_m) < 1:
-            raise RouterError(f"top_m must be at least 1, got {self.top_m}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> KnnConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def _as_label_sets(labels, n: int, shape: tuple[int, int] | None) -> tuple[list[tuple[tuple[int, int], ...]], tuple[int, int]]:
@@ -351,7 +325,7 @@ def save_knn_router(
         "embeddings": router.embeddings.clone(),
     }
     for key in ("prompt_settings", "extra", "query_ids"):
-        _check_plain(payload[key], key)
+        check_plain(payload[key], key)
     with atomic_open(path, "wb") as handle:
         torch.save(payload, handle)
 

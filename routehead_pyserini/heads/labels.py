@@ -64,7 +64,8 @@ from ..engine.cache import QueryScores
 from ..errors import UserError
 from ..files import atomic_open
 from .ndcg import doc_gains, ideal_dcg, ndcg_at_k, training_judgements
-from .head_set import NORMALISATIONS, HeadSet, aggregate, from_pairs, normalise_scores
+from .head_set import HeadSet, aggregate, from_pairs, normalise_scores
+from .configs import SearchParams
 from ..data.trec import read_text
 
 logger = logging.getLogger(__name__)
@@ -87,25 +88,6 @@ def normalised_aggregate(calibrated: torch.Tensor, head_set: HeadSet, normalise:
 
 # --------------------------------------------------------------------------------------------
 # The search
-
-
-@dataclass(frozen=True)
-class SearchParams:
-    """How labels are searched (stored in the labels file's header)."""
-
-    beam: int = 4
-    max_size: int = 8
-    min_gain: float = 1e-9
-    normalise: str = "zscore"
-    k: int = 10
-
-    def __post_init__(self):
-        if self.beam < 1 or self.max_size < 1 or self.k < 1:
-            raise ValueError("beam, max_size and k must be at least 1")
-        if self.min_gain < 0:
-            raise ValueError("min_gain must not be negative")
-        if self.normalise not in NORMALISATIONS:
-            raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
 
 
 @dataclass

@@ -61,7 +61,7 @@ import hashlib
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -71,54 +71,12 @@ from . import head_set as heads_mod
 from ..files import atomic_open
 from .head_set import HeadSet
 from ..engine.models import LoadedModel
-from .checkpoint import FORMAT, RouterError, _check_plain, check_model, fitting_model_info, model_info
+from .checkpoint import FORMAT, RouterError, check_plain, check_model, fitting_model_info, model_info
+from .configs import VAL_FRACTION, RouterConfig
 from ..engine.query_embedding import embed_queries
 from ..engine.query_embedding import resolve_layer
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RouterConfig:
-    """Hyper-parameters of the router, its training and its inference."""
-
-    head_dim: int = 64  # size of the query projection and of each head embedding
-    hidden: int = 0  # 0: linear projection d -> head_dim; else one GELU hidden layer of this size
-    dropout: float = 0.1  # on the standardised query embedding
-    sparsity: float = 0.1  # lambda: weight of mean(sigmoid(logits)) in the loss
-    pos_weight: float | str = 1.0  # BCE weight of positive labels; "auto": negatives / positives per head
-    pos_weight_cap: float = 50.0  # upper bound of the "auto" pos_weight
-    lr: float = 3e-3
-    weight_decay: float = 1e-2  # AdamW, on all parameters but biases
-    epochs: int = 300
-    batch_size: int = 64
-    patience: int = 30  # epochs without a better validation loss before stopping
-    min_delta: float = 1e-5  # improvement below this does not count
-    seed: int = 0
-    embedding_layer: int | None = None  # the query-embedding layer (None: the model's middle layer)
-    embedding_pooling: str = "mean"
-    embedding_template: bool = False
-    top_k: int | None = None  # heads per query at inference (None: mean label-set size in training)
-    threshold: float | None = None  # if set, route to heads with probability >= threshold instead
-
-    def __post_init__(self):
-        if self.head_dim < 1 or self.hidden < 0 or self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise RouterError("head_dim, epochs, batch_size and patience must be positive and hidden >= 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise RouterError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.sparsity < 0:
-            raise RouterError(f"the sparsity weight must be >= 0, got {self.sparsity}")
-        if not (self.pos_weight == "auto" or (isinstance(self.pos_weight, (int, float)) and self.pos_weight > 0)):
-            raise RouterError(f"pos_weight must be a positive number or 'auto', got {self.pos_weight!r}")
-        if self.top_k is not None and self.top_k < 1:
-            raise RouterError(f"top_k must be at least 1, got {self.top_k}")
-        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
-            raise RouterError(f"threshold must be in (0, 1), got {self.threshold}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> RouterConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 class Router(nn.Module):
@@ -248,7 +206,7 @@ def seeded_training(seed: int) -> Iterator[None]:
 
 
 def split_indices(
-    n: int, *, val_fraction: float = 0.2, seed: int = 0, query_ids: Sequence[str] | None = None
+    n: int, *, val_fraction: float = VAL_FRACTION, seed: int = 0, query_ids: Sequence[str] | None = None
 ) -> tuple[list[int], list[int]]:
     """Deterministic (train, validation) index lists: by a seeded hash of ``query_ids`` if given,
     else by a seeded permutation. The validation side gets ``round(n * val_fraction)`` queries."""
@@ -308,7 +266,7 @@ def train_router(
     labels: torch.Tensor,
     config: RouterConfig | None = None,
     *,
-    val_fraction: float = 0.2,
+    val_fraction: float = VAL_FRACTION,
     val_indices: Sequence[int] | None = None,
     query_ids: Sequence[str] | None = None,
     model: LoadedModel | None = None,
@@ -455,7 +413,7 @@ def save_router(
     added = trained.file_fields()
     payload.update(added)
     for key in ("prompt_settings", "extra", *added):
-        _check_plain(payload[key], key)
+        check_plain(payload[key], key)
     with atomic_open(path, "wb") as handle:
         torch.save(payload, handle)
 

@@ -52,8 +52,9 @@ import torch
 
 from . import head_set as heads_mod
 from .head_set import HeadSet
-from .router import Router, RouterConfig, TrainedRouter, seeded_training, split_indices
+from .router import Router, TrainedRouter, seeded_training, split_indices
 from .checkpoint import RouterError
+from .configs import SoftRouterConfig
 from .fusion import DENSE_KEY, FUSE_KEY
 from .features import Dataset, make_batch
 from .weights import TrainConfig, ranking_loss, train_weights
@@ -62,39 +63,6 @@ from ..data.folds import fold_of
 logger = logging.getLogger(__name__)
 
 KIND = "soft"
-
-
-@dataclass
-class SoftRouterConfig:
-    """Hyper-parameters of soft routing (the network's come from :class:`.router.RouterConfig`)."""
-
-    loss: str = "pointwise"  # a :data:`.weights.LOSSES` name
-    relevance_level: int = 1  # pointwise loss: the smallest positive grade
-    sparsity: float = 1e-3  # weight of mean_q sum_h |w_qh|
-    head_dim: int = 16
-    dropout: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 1e-2  # on the projection and head embeddings (not on biases or fusion weights)
-    epochs: int = 300
-    patience: int = 30
-    val_fraction: float = 0.2
-    seed: int = 0
-    top_k: int = 16  # heads kept per query at inference, by |weight|
-    embedding_layer: int | None = None
-    embedding_pooling: str = "mean"
-    static_patience: int | None = None  # the static step's lambda path stops after this many points without a better CV mean
-
-    def __post_init__(self):
-        TrainConfig(loss=self.loss)  # validates the loss name
-        if self.sparsity < 0 or self.top_k < 1 or self.epochs < 1 or self.patience < 1 or self.head_dim < 1:
-            raise RouterError("sparsity must be >= 0 and top_k, epochs, patience, head_dim positive")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise RouterError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-
-    def router_config(self) -> RouterConfig:
-        return RouterConfig(head_dim=self.head_dim, dropout=self.dropout, sparsity=self.sparsity, lr=self.lr,
-                            weight_decay=self.weight_decay, epochs=self.epochs, patience=self.patience, seed=self.seed,
-                            embedding_layer=self.embedding_layer, embedding_pooling=self.embedding_pooling, top_k=self.top_k)
 
 
 @dataclass

@@ -71,46 +71,15 @@ from ..data.folds import fold_of
 from .ndcg import ndcg_at_k
 from .head_set import HeadSet, from_pairs
 from .features import Batch, Dataset, QueryData, make_batch
+from .configs import TrainConfig
 from .fusion import DENSE_KEY, FUSE_KEY, LEARNED_KEY, WeightsError
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("pointwise", "pairwise", "listwise")
-CV_BY = ("query", "group")
-PENALTIES = ("l1", "l2")
 
 
 # --------------------------------------------------------------------------------------------
 # Training
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How weights are trained and lambda is chosen (recorded in the weights file)."""
-
-    loss: str = "pairwise"
-    penalty: str = "l1"
-    lambdas: tuple[float, ...] | None = None  # None: the default grid (module docstring)
-    folds: int = 5
-    fold_seed: int = 0
-    relevance_level: int = 1  # pointwise: grade >= this is a positive
-    k: int = 10
-    cv_by: str = "query"  # "query": k folds by a hash of the qid; "group": one fold per collection (leave one out)
-    patience: int | None = None  # stop the lambda path after this many points without a better CV mean (None: all)
-    max_iter: int = 2000
-    tol: float = 1e-6
-
-    def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.penalty not in PENALTIES:
-            raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
-        if self.folds < 2:
-            raise ValueError("cross-validation needs at least 2 folds")
-        if self.cv_by not in CV_BY:
-            raise ValueError(f"cv_by must be one of {CV_BY}, got {self.cv_by!r}")
-        if self.lambdas is not None and (not self.lambdas or any(v < 0 for v in self.lambdas)):
-            raise ValueError("lambdas must be a non-empty list of values >= 0")
 
 
 def _smooth_loss(theta: torch.Tensor, batch: Batch, config: TrainConfig) -> torch.Tensor:

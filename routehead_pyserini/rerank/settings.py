@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from ..engine.prompt_text import DEFAULT_DOC_MAX_TOKENS
 from ..errors import RerankError
-from ..heads.head_set import HeadSet
+
+if TYPE_CHECKING:  # the settings are read by the CLI before torch is imported
+    from ..heads.head_set import HeadSet
 
 ORDERS = ("bm25", "reversed", "both")
 #: The orders a prompt can have; ``both`` combines one entry of each.
@@ -53,6 +56,8 @@ class PromptSettings:
 #: What a scoring command uses when neither an option nor a trained file (preset, learned head set,
 #: router) says: ICR's listwise prompt in first-stage order, the top 20 candidates.
 DEFAULT_TOP_K = 20
+#: Pointwise prompts per forward pass when none is given (the fastest measured on 2 cores: docs/performance.md).
+POINTWISE_BATCH_SIZE = 5
 SETTING_DEFAULTS = {"mode": "listwise", "order": "bm25", "doc_max_tokens": DEFAULT_DOC_MAX_TOKENS, "attention_norm": "raw",
                     "chat_template": True}
 #: Settings a trained file fixes: its scores were learned on prompts built this way.
@@ -105,4 +110,4 @@ def trained_settings(recorded: Mapping[str, object], explicit: Mapping[str, obje
 
 def default_batch_size(settings: PromptSettings) -> int:
     """Pointwise prompts per forward when none is given: 5 (fastest measured on 2 cores); listwise: 1."""
-    return 5 if settings.mode == "pointwise" else 1
+    return POINTWISE_BATCH_SIZE if settings.mode == "pointwise" else 1
