@@ -38,7 +38,7 @@ def evaluate(obj: Context, runs: tuple[str, ...], qrels: str, baseline: str | No
     --report-dir, the same numbers also go to report.md / report.json with figures; --router adds
     a layer x head map of the heads it picks for the evaluated queries (the LLM it names is loaded).
     """
-    from ..eval.evaluate import DEFAULT_MEASURES, build_report, evaluate_run, parse_measure
+    from ..eval.evaluate import DEFAULT_MEASURES, build_report, evaluate_runs, parse_measure
     from ..files import atomic_write_text
     from ..data.registry import lookup
     from ..data.trec import read_qrels, read_run
@@ -52,20 +52,9 @@ def evaluate(obj: Context, runs: tuple[str, ...], qrels: str, baseline: str | No
         paths.insert(0, lookup(baseline, "run", obj.data_dir))
         runs = (baseline, *runs)
     names = _run_names(runs, paths)
-    loaded = [read_run(path) for path in paths]
-    if common_queries:
-        shared = set.intersection(*(set(r.qids()) for r in loaded))
-        loaded = [type(r)({q: h for q, h in r.hits.items() if q in shared}) for r in loaded]
-    evaluations = []
-    for name, path, run in zip(names, paths, loaded):
-        if top_k:
-            run = run.top(top_k)
-        evaluations.append(evaluate_run(run, judgements, parsed, relevance_level=relevance_level, complete=complete, run_name=name))
-        if not evaluations[-1].per_query:
-            from ..eval.evaluate import NoOverlapError
-
-            raise NoOverlapError(f"{path}: none of its {len(run)} queries (e.g. {', '.join(run.qids()[:3])}) is judged in --qrels {qrels} "
-                                 f"(e.g. {', '.join(list(judgements)[:3])}); every measure would be undefined")
+    evaluations = evaluate_runs([(name, read_run(path)) for name, path in zip(names, paths)], judgements, parsed,
+                                relevance_level=relevance_level, complete=complete, top_k=top_k, common_queries=common_queries,
+                                qrels_name=f"--qrels {qrels}", origins=[str(path) for path in paths])
     base_name = names[runs.index(baseline)] if baseline is not None else names[0]
     report = build_report(evaluations, base_name if len(evaluations) > 1 else None, test=test)
     text = report.render(fmt)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..heads.configs import (LOSSES, NORMALISATIONS, PENALTIES, STATIC_SET_SIZE, VAL_FRACTION, VOTES, KnnConfig, RouterConfig, RouterError,
+from ..heads.configs import (LOSSES, NORMALISATIONS, PENALTIES, STATIC_SET_SIZE, VAL_FRACTION, VOTES, KnnConfig, RouterConfig,
                               SearchParams, SoftRouterConfig, TrainConfig)
 from ..pipeline.stage_io import pipeline_io
 from .app import FOLDS, FRACTION, POSITIVE, Context, main
@@ -138,42 +138,18 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
             raise click.UsageError(f"{', '.join('--' + n.replace('_', '-') for n in given)}: options of the learned router, not of --knn")
     elif knn_raw or ctx.get_parameter_source("knn_vote") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--knn-vote and --knn-raw need --knn")
-    from ..heads.labels import read_labels, router_targets, target_sets
-    from ..engine.models import load_model
-    from ..engine.query_embedding import embed_queries
     from ..data.registry import lookup
-    from ..heads.checkpoint import check_model
-    from ..heads.router import save_router, train_router
     from ..data.trec import read_topics
+    from ..heads.from_labels import train_from_labels
 
-    labels = read_labels(labels_path)
-    loaded = load_model(model or labels.model.get("name") or "smollm2-135m")
-    check_model(labels.model, loaded, what="these labels were made", advice="label with --model " + loaded.name)
-    topic_map = read_topics(lookup(topics, "topics", obj.data_dir))
-    qids = [q for q in labels.queries if q in topic_map]
-    if len(qids) < len(labels.queries):
-        raise RouterError(f"{len(labels.queries) - len(qids)} labelled queries have no text in {topics}")
-    embeddings = embed_queries(loaded, [topic_map[q] for q in qids], layer=layer, pooling=pooling, progress=obj.progress)
-    extra = {"normalise": labels.params.normalise, "labels": str(labels_path), "training_queries": len(qids), "targets": targets}
-    goal = router_targets(labels, qids, targets)
-    if targets == "soft" and top_k is None:
-        top_k = STATIC_SET_SIZE
     if knn is not None:
-        from ..heads.knn_router import KnnRouter, label_recall, save_knn_router
-
-        knn_router = KnnRouter(embeddings, target_sets(goal, top_k if targets == "soft" else None),
-                               KnnConfig(k=knn, vote=knn_vote, top_m=top_k, standardise=not knn_raw,
-                                         embedding_layer=layer, embedding_pooling=pooling),
-                               shape=loaded.spec.shape, query_ids=qids, model=loaded)
-        recall = label_recall(knn_router.leave_one_out(), knn_router.label_sets) if len(qids) > 1 else float("nan")
-        save_knn_router(knn_router, output, model=loaded, prompt_settings=labels.settings, extra=extra)
-        click.echo(f"wrote {output}: {knn_router.describe()}; leave-one-out label recall {recall:.4f}")
-        return
-    config = RouterConfig(head_dim=head_dim, sparsity=sparsity, epochs=epochs, patience=patience, seed=seed,
-                          embedding_layer=layer, embedding_pooling=pooling, top_k=top_k)
-    trained = train_router(embeddings, goal, config, val_fraction=val_fraction, query_ids=qids, model=loaded)
-    save_router(trained, output, model=loaded, prompt_settings=labels.settings, extra=extra)
-    click.echo(f"wrote {output}: {len(qids)} queries, best epoch {trained.best_epoch}, routes {trained.default_top_k} heads per query by default")
+        config = KnnConfig(k=knn, vote=knn_vote, top_m=top_k, standardise=not knn_raw, embedding_layer=layer, embedding_pooling=pooling)
+    else:
+        config = RouterConfig(head_dim=head_dim, sparsity=sparsity, epochs=epochs, patience=patience, seed=seed,
+                              embedding_layer=layer, embedding_pooling=pooling, top_k=top_k)
+    topic_map = read_topics(lookup(topics, "topics", obj.data_dir))
+    click.echo(train_from_labels(labels_path, topic_map, output, config, model=model, targets=targets, val_fraction=val_fraction,
+                                 topics_origin=topics, progress=obj.progress))
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,66 +339,30 @@ def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude
     """
     import shlex
 
-    from ..eval.loco import METHODS, SearchSpace, leave_one_collection_out, pooled_cross_validation
-    from ..eval.loco_report import build_table, write_tables
-    from ..heads.pooled import load_pooled, read_collections, select
-    from ..eval.loco import train_preset
-    from ..heads.presets import write_preset
-    from ..rerank.reranker import PromptSettings, Reranker
-    from ..data.trec import read_run
+    from ..eval.loco import METHODS
+    from ..eval.loco_study import PROTOCOLS, Study, run_study
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in METHODS]
     if unknown:
         raise click.UsageError(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
     wanted = [p.strip() for p in protocols.split(",") if p.strip()]
-    if not wanted or set(wanted) - {"loco", "pooled-cv"}:
-        raise click.UsageError("--protocols takes loco and/or pooled-cv")
-    space = SearchSpace(tuple(x.strip() for x in losses.split(",") if x.strip()))
-    collections = select(read_collections(collections_path), only, exclude)
-    obj.apply_threads()
-    settings = PromptSettings(doc_max_tokens=doc_max_tokens or None, mode=mode)
-    reranker = Reranker(model, "all", settings=settings, device=device, dtype=dtype, batch_size=batch_size, cache=cache_dir or True)
-    dense = any(METHODS[m].dense for m in chosen)
-    soft = any(METHODS[m].router == "soft" for m in chosen)
-    data = load_pooled(collections, reranker, top_k=top_k, data_dir=obj.data_dir, dense=dense, embeddings=soft,
-                       progress=obj.progress)
-    extra: dict = {}
+    if not wanted or set(wanted) - set(PROTOCOLS):
+        raise click.UsageError(f"--protocols takes {' and/or '.join(PROTOCOLS)}")
+    extra = {}
     for spec in extra_runs:
         row, sep, pattern = spec.partition("=")
         if not sep or "{collection}" not in pattern:
             raise click.UsageError(f"--extra-run {spec!r}: expected ROW=PATH with '{{collection}}' in the path")
-        for col in collections:
-            path = Path(pattern.format(collection=col.name))
-            if path.is_file():
-                extra.setdefault(col.name, {})[row.strip()] = read_run(path)
-    methods_ = [METHODS[m].capped(max_layer) if max_layer is not None and METHODS[m].heads else METHODS[m] for m in chosen]
-    done = {}
-    if "loco" in wanted:
-        done["loco"] = leave_one_collection_out(data, methods_, space, jobs=jobs)
-    if "pooled-cv" in wanted:
-        done["pooled-cv"] = pooled_cross_validation(data, methods_, space, jobs=jobs)
-    tables = [build_table(data, protocol, top_k, extra) for protocol in done.values()]
-    notes = [f"model {reranker.model.name} ({reranker.model.fingerprint}); prompt: {mode}, top {top_k}, documents cut to "
-             f"{doc_max_tokens or 'no limit'} tokens; passages in first-stage order",
-             "collections: " + ", ".join(f"{c.name} ({sum(1 for q in data.of(c.name) if q.scores is not None)} queries scored, "
-                                         f"{sum(1 for q in data.dataset.queries if q.group == c.name)} can train)" for c in collections),
-             "command: routehead-pyserini " + " ".join(shlex.quote(a) for a in sys.argv[1:])]
-    write_tables(tables, data, done, output_dir, extra, notes=notes)
-    for table in tables:
+        extra[row.strip()] = pattern
+    obj.apply_threads()
+    study = Study(collections=collections_path, output_dir=output_dir, methods=chosen, protocols=wanted,
+                  losses=tuple(x.strip() for x in losses.split(",") if x.strip()), only=only, exclude=exclude, model=model,
+                  mode=mode, top_k=top_k, doc_max_tokens=doc_max_tokens, batch_size=batch_size, device=device, dtype=dtype,
+                  cache_dir=cache_dir, extra_runs=extra, presets_dir=presets_dir, presets_exclude=presets_exclude,
+                  max_layer=max_layer, jobs=jobs, command="routehead-pyserini " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    result = run_study(study, data_dir=obj.data_dir, progress=obj.progress)
+    for table in result.tables:
         click.echo(f"## {table.protocol}\n\n{table.to_markdown()}")
-    if presets_dir is not None:
-        by_protocol = {t.protocol: t for t in tables}
-        for method in methods_:
-            if not method.heads or method.router != "static":
-                continue  # the fusion-only control is a table row, not a preset; routers are `train-soft-router` files
-            scores = {key: {**{c: round(t.cells[method.name][c].means["nDCG@10"], 4) for c in t.collections},
-                            "mean": round(t.mean(method.name), 4)}
-                      for key, t in (("loco", by_protocol.get("loco")), ("pooled_cv", by_protocol.get("pooled-cv"))) if t}
-            prompt = {**{k: v for k, v in reranker.describe()["settings"].items() if k != "max_context"}, "top_k": top_k}
-            head_set = train_preset(data, method, model_name=reranker.model.name, model_fingerprint=reranker.model.fingerprint,
-                                    prompt_settings=prompt, scores=scores, command=notes[-1].removeprefix("command: "),
-                                    exclude=presets_exclude, space=space)
-            path = presets_dir / reranker.model.name / f"{method.name.split('@')[0]}.json"
-            write_preset(head_set, path)
-            click.echo(f"wrote preset {path}")
+    for path in result.presets:
+        click.echo(f"wrote preset {path}")

@@ -161,6 +161,29 @@ def evaluate_run(
     return Evaluation(run_name, parsed, per_query, unjudged, [] if complete else missing)
 
 
+def evaluate_runs(runs: Sequence[tuple[str, Run]], qrels: Qrels, measures: Sequence[Measure | str] = DEFAULT_MEASURES, *,
+                  relevance_level: int = 1, complete: bool = False, top_k: int | None = None, common_queries: bool = False,
+                  qrels_name: str = "the qrels", origins: Sequence[str] | None = None) -> list[Evaluation]:
+    """:func:`evaluate_run` of each ``(name, run)``, each cut to its first ``top_k`` hits when given,
+    and with ``common_queries`` on the queries every run holds. A run none of whose queries is
+    judged is an error (every measure would be undefined), naming its origin (``origins``, e.g. its
+    file; default its name) and ``qrels_name``."""
+    loaded = [run for _, run in runs]
+    if common_queries:
+        shared = set.intersection(*(set(r.qids()) for r in loaded)) if loaded else set()
+        loaded = [type(r)({q: h for q, h in r.hits.items() if q in shared}) for r in loaded]
+    evaluations = []
+    for (name, _), run, origin in zip(runs, loaded, origins or [name for name, _ in runs]):
+        if top_k:
+            run = run.top(top_k)
+        evaluation = evaluate_run(run, qrels, measures, relevance_level=relevance_level, complete=complete, run_name=name)
+        if not evaluation.per_query:
+            raise NoOverlapError(f"{origin}: none of its {len(run)} queries (e.g. {', '.join(run.qids()[:3])}) is judged in "
+                                 f"{qrels_name} (e.g. {', '.join(list(qrels)[:3])}); every measure would be undefined")
+        evaluations.append(evaluation)
+    return evaluations
+
+
 def evaluate(run: Run | str | os.PathLike, qrels: Qrels | str | os.PathLike, measures: Sequence[Measure | str] = DEFAULT_MEASURES,
              *, relevance_level: int = 1, data_dir: str | os.PathLike | None = None) -> dict[str, float]:
     """Mean of each measure over the judged queries of ``run``: ``{"nDCG@10": 0.63, ...}``.

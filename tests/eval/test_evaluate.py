@@ -106,3 +106,17 @@ def test_evaluate_takes_objects_files_and_registered_names(tmp_path):
     assert list(by_object) == ["nDCG@10", "P@1"] and by_object["P@1"] == 1.0
     assert evaluate(path, "demo", ["nDCG@10", "P@1"]) == by_object
     assert evaluate(str(path), DEMO_DATA / "qrels.txt", ["nDCG@10", "P@1"]) == by_object
+
+
+def test_evaluate_runs_cuts_aligns_and_names_a_run_nobody_judged():
+    from routehead_pyserini.eval.evaluate import NoOverlapError, evaluate_runs
+
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}}
+    full = Run({"q1": [Hit("x", 3.0), Hit("a", 2.0)], "q2": [Hit("b", 1.0)]})
+    part = Run({"q1": [Hit("a", 1.0)]})
+    cut, other = evaluate_runs([("full", full), ("part", part)], qrels, ["P@1"], top_k=1)
+    assert cut.per_query == {"q1": {"P@1": 0.0}, "q2": {"P@1": 1.0}} and other.mean("P@1") == 1.0
+    common = evaluate_runs([("full", full), ("part", part)], qrels, ["P@1"], common_queries=True)
+    assert [sorted(e.per_query) for e in common] == [["q1"], ["q1"]]
+    with pytest.raises(NoOverlapError, match=r"^runs/z\.trec: none of its 1 queries \(e\.g\. zz\) is judged in --qrels x"):
+        evaluate_runs([("z", Run({"zz": [Hit("a", 1.0)]}))], qrels, ["P@1"], qrels_name="--qrels x", origins=["runs/z.trec"])
