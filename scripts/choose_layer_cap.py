@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--exclude", default="trec-dl-2019")
     parser.add_argument("--loco-dir", default="runs/loco/smollm2-135m-cap{cap}")
     parser.add_argument("--uncapped-dir", default="runs/loco/smollm2-135m")
-    parser.add_argument("--presets-dir", default="routehead_pyserini/presets")
+    parser.add_argument("--presets-dir", default="routehead_pyserini/heads/preset_files")
     parser.add_argument("--output", default="runs/loco/layer-cap.json")
     parser.add_argument("--losses", default="pointwise", help="as `loco --losses` (the same as the LOCO runs)")
     args = parser.parse_args()

@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 $R loco --collections pipelines/collections/development.yaml --model "$MODEL" -o "$OUT" --jobs "${JOBS:-2}" \
    --methods "heads+bm25,heads+bm25+dense,bm25+dense,static top-16,soft+bm25" --losses "${LOSSES:-pointwise}" \
    --extra-run "ICR listwise (old default)=runs/pool/$MODEL/listwise-{collection}.trec" \
-   --presets-dir routehead_pyserini/presets
+   --presets-dir routehead_pyserini/heads/preset_files
 # the shipped default on DL19, as a user runs it (the presets are trained without DL19)
 $R rerank --model "$MODEL" --run trec-dl-2019 --index trec-dl-2019 -o "$OUT/default-dl19.trec"
 $R evaluate trec-dl-2019 "$OUT/default-dl19.trec" --qrels trec-dl-2019 -l 2 --format markdown | tee "$OUT/default-dl19.md"

@@ -10,7 +10,7 @@ trust and reproduce it::
                "scores": {"loco": {"trec-dl-2019": 0.55, ..., "mean": ...}, "pooled_cv": {...}},
                "deepest_layer": 17, "created": "2026-12-01", "command": "..."}
 
-Files live in ``routehead_pyserini/presets/<model>/<name>.json``; ``routehead-pyserini presets``
+Files live in ``routehead_pyserini/heads/preset_files/<model>/<name>.json``; ``routehead-pyserini presets``
 lists them with their scores. :func:`default_preset` is the one with the best mean nDCG@10 under
 leave-one-collection-out evaluation (collections the preset's own training never saw), which is
 what a user's new collection is. A preset is refused on any other model than its own (the
