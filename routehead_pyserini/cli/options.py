@@ -3,7 +3,7 @@ the candidate run, its text source, the model, the prompt settings, the score ca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,6 +11,11 @@ from ..engine.prompt_text import DEFAULT_DOC_MAX_TOKENS
 from ..heads.configs import RouterConfig
 from ..rerank.settings import ATTENTION_NORMS, DEFAULT_TOP_K, MODES, ORDERS, POINTWISE_BATCH_SIZE
 from .app import POSITIVE, Context, logger
+
+if TYPE_CHECKING:  # types only: the CLI imports torch and the JVM inside its commands
+    from ..data.trec import Run
+    from ..firststage.sources import TextSource
+    from ..rerank.reranker import Reranker
 
 
 # Options shared by every command that scores candidates with attention heads
@@ -82,10 +87,10 @@ def scoring_options(command):
 class ScoringJob:
     """What the scoring options resolve to: a re-ranker and its inputs."""
 
-    reranker: object
-    run: object
-    topics: dict
-    texts: object
+    reranker: Reranker  # or a distributed one with the same rerank_run/iter_scores
+    run: Run
+    topics: dict[str, str]
+    texts: TextSource
     top_k: int
     on_missing: str
 
@@ -117,27 +122,26 @@ def scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, route
         from ..rerank.distributed import require_ray
 
         require_ray()  # before any slow step: without Ray, say so at once
-    model_name = opts["model"]
+    model_name: str = opts["model"]
     run = read_candidates(obj, opts)
     texts, topic_map = texts_for(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
     settings, top_k = prompt_settings_of(opts, recorded, origin, defaults)
-    opts = {**opts, "top_k": top_k}
+    model = model_name  # a name, or the model a router file was checked against (loaded once)
     trained = None
     if router:
         from ..engine.models import load_model
         from ..heads.loading import load_any_router
 
-        loaded = load_model(opts["model"], device=opts["device"], dtype=opts["dtype"])
-        trained = load_any_router(router, model=loaded)  # a learned or a kNN router, by the file's kind
-        opts = {**opts, "model": loaded}
+        model = load_model(model_name, device=opts["device"], dtype=opts["dtype"])
+        trained = load_any_router(router, model=model)  # a learned or a kNN router, by the file's kind
     cache_arg = (opts["cache_dir"] or True) if cache else False
     if opts.get("workers"):
-        reranker = distributed_reranker(opts, model_name, heads, settings, cache_arg, trained)
+        reranker = distributed_reranker(opts, model_name, heads, settings, cache_arg, trained, model)
     else:
-        reranker = Reranker(opts["model"], heads, settings=settings, device=opts["device"], dtype=opts["dtype"], batch_size=batch_size_of(opts, settings),
-                            cache=cache_arg, router=trained)
+        reranker = Reranker(model, heads, settings=settings, device=opts["device"], dtype=opts["dtype"],
+                            batch_size=batch_size_of(opts, settings), cache=cache_arg, router=trained)
     logger.info("scoring with %s", describe_scoring(reranker.describe()))
-    return ScoringJob(reranker, run, topic_map, texts, opts["top_k"], opts["on_missing"])
+    return ScoringJob(reranker, run, topic_map, texts, top_k, opts["on_missing"])
 
 
 def prompt_settings_of(opts: dict, recorded: dict | None = None, origin: str = "", defaults: dict | None = None):
@@ -159,7 +163,7 @@ def batch_size_of(opts: dict, settings) -> int:
     return opts.get("batch_size") or (5 if settings.mode == "pointwise" else 1)
 
 
-def distributed_reranker(opts: dict, model_name: str, heads: str, settings, cache, router):
+def distributed_reranker(opts: dict, model_name: str, heads: str, settings, cache, router, model=None):
     """``--workers``: a re-ranker whose model runs on Ray workers; they stop when the command ends."""
     from ..rerank.distributed import DistributedReranker, WorkerConfig, WorkerPool
 
@@ -167,7 +171,7 @@ def distributed_reranker(opts: dict, model_name: str, heads: str, settings, cach
                           cpus=opts["worker_cpus"], gpus=opts["worker_gpus"])
     pool = WorkerPool(config, opts["workers"], address=opts["ray_address"], queries_per_task=opts["worker_batch"])
     click.get_current_context().call_on_close(pool.close)
-    driver_model = opts["model"] if router is not None else None  # routing embeds queries in this process
+    driver_model = model if router is not None else None  # routing embeds queries in this process (the loaded model)
     return DistributedReranker(pool, heads, settings=settings, cache=cache, router=router, model=driver_model)
 
 
@@ -195,54 +199,15 @@ def fusion_options(command):
                         help="Also learn a weight for the first-stage score (z-normalised within each query).")(command)
 
 
-@dataclass
-class RankingData:
-    """Judged training data for learned scoring (train-weights, train-soft-router), from a scoring job."""
-
-    entries: list  # (qid, scores or None, first-stage scores of the scored candidates, the other hits)
-    dense: dict | None  # qid -> bi-encoder cosines of the scored candidates (--fuse-dense)
-    dataset: object  # features.Dataset
-    fuse: bool
-
-    def features(self) -> dict:
-        """qid -> :func:`.features.query_features` of every scored query (judged or not)."""
-        from ..heads.features import query_features
-
-        return {qid: query_features(s.calibrated, fs if self.fuse else None, None if self.dense is None else self.dense[qid])
-                for qid, s, fs, _ in self.entries if s is not None}
-
-    def write_cv_run(self, predicted: dict, path: Path, tag: str) -> None:
-        """A run of every query, scored candidates in the order of ``predicted`` (qid -> scores)."""
-        from ..data.trec import ranked_hits
-        from ..data.trec import Run, write_run
-
-        hits = {qid: ranked_hits([], [], rest) if s is None else ranked_hits(s.docids, predicted[qid].tolist(), rest)
-                for qid, s, _, rest in self.entries}
-        write_run(Run(hits), path, tag=tag)
-
-
-def ranking_data(obj: Context, job: ScoringJob, qrels: str, *, fuse: bool, fuse_dense: bool, k: int = 10) -> RankingData:
-    """Score (or read from the cache) every query of ``job``; add bi-encoder cosines with ``fuse_dense``."""
+def ranking_data(obj: Context, job: ScoringJob, qrels: str, *, fuse: bool, fuse_dense: bool, k: int = 10):
+    """Score (or read from the cache) every query of ``job`` as training data (:mod:`..rerank.training_data`)."""
     from ..data.registry import lookup
     from ..data.trec import read_qrels
-    from ..heads.features import build_dataset
+    from ..rerank.training_data import ranking_data as collect
 
     judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))
-    entries = []
-    for item in job.reranker.iter_scores(job.run, job.topics, job.texts, top_k=job.top_k,
-                                         on_missing=job.on_missing, progress=obj.progress):
-        first = {h.docid: h.score for h in job.run[item.qid]}
-        scores = item.scores
-        entries.append((item.qid, scores, None if scores is None else [first[d] for d in scores.docids], item.rest))
-    dense, dense_model = None, None
-    if fuse_dense:
-        from tqdm import tqdm
-
-        from ..firststage.dense import PACKAGED, DenseScorer, load_encoder
-
-        scorer, dense_model = DenseScorer(load_encoder(PACKAGED)), PACKAGED
-        dense = {qid: scorer.scores(job.topics[qid], [job.texts.get(d) for d in s.docids])
-                 for qid, s, _, _ in tqdm(entries, desc="dense", unit="query", disable=not obj.progress) if s is not None}
-    dataset = build_dataset(((s, fs) for _, s, fs, _ in entries if s is not None), judgements, fuse=fuse, k=k,
-                            dense=dense, dense_model=dense_model)
-    return RankingData(entries, dense, dataset, fuse)
+    items = job.reranker.iter_scores(job.run, job.topics, job.texts, top_k=job.top_k, on_missing=job.on_missing,
+                                     progress=obj.progress)
+    return collect(items, job.run, job.topics, job.texts, judgements, fuse=fuse, fuse_dense=fuse_dense, k=k,
+                   cache_root=getattr(job.reranker, "cache_root", None), cache=bool(getattr(job.reranker, "caches", True)),
+                   progress=obj.progress)

@@ -194,7 +194,7 @@ def train_weights_cmd(obj: Context, qrels: str | None, output: Path, loss: str, 
         raise click.UsageError("Missing option '--qrels' (or give --collections)")
     job = scoring_job(obj, opts)
     data = ranking_data(obj, job, qrels, fuse=fuse, fuse_dense=fuse_dense, k=config.k)
-    entries, dataset = data.entries, data.dataset
+    dataset = data.dataset
     learned = train_weights(dataset, config)
     model = job.reranker.model
     info = {"prompt_settings": {**job.reranker.describe()["settings"], "top_k": job.top_k}, "run": opts["run_name"],
@@ -209,7 +209,7 @@ def train_weights_cmd(obj: Context, qrels: str | None, output: Path, loss: str, 
     if cv_run:
         predicted, _ = nested_cv_predictions(dataset, data.features(), config, outer_folds=outer_folds, seed=fold_seed)
         data.write_cv_run(predicted, cv_run, f"weights-cv-{loss}-{penalty}" + ("-fused" if fuse else "") + ("-dense" if fuse_dense else ""))
-        click.echo(f"wrote {cv_run}: {len(entries)} queries, each ranked by weights trained without its fold ({outer_folds} outer folds)")
+        click.echo(f"wrote {cv_run}: {len(data.queries)} queries, each ranked by weights trained without its fold ({outer_folds} outer folds)")
 
 
 def _train_weights_pooled(obj: Context, collections_path: str, output: Path, config, fuse: bool, fuse_dense: bool,
@@ -285,7 +285,7 @@ def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, spa
     job = scoring_job(obj, opts)
     data = ranking_data(obj, job, qrels, fuse=fuse, fuse_dense=fuse_dense)
     model = job.reranker.model
-    qids = [qid for qid, s, _, _ in data.entries if s is not None]
+    qids = [q.qid for q in data.scored]
     embeddings = embed_queries(model, [job.topics[q] for q in qids], layer=layer, pooling=pooling, progress=obj.progress)
     trained = train_soft_router(embeddings, data.dataset, qids, config)
     trained.model_info = model_info(model)
@@ -296,7 +296,7 @@ def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, spa
     if cv_run:
         predicted = nested_cv_scores(embeddings, qids, data.dataset, data.features(), config, outer_folds=outer_folds, seed=fold_seed)
         data.write_cv_run(predicted, cv_run, f"soft-router-cv-{loss}" + ("-fused" if fuse else "") + ("-dense" if fuse_dense else ""))
-        click.echo(f"wrote {cv_run}: {len(data.entries)} queries, each ranked by a router trained without its fold ({outer_folds} outer folds)")
+        click.echo(f"wrote {cv_run}: {len(data.queries)} queries, each ranked by a router trained without its fold ({outer_folds} outer folds)")
 
 
 # --------------------------------------------------------------------------------------------
