@@ -113,9 +113,7 @@ def scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, route
 
     obj.apply_threads()
 
-    sources = [opts[k] for k in ("index_name", "corpus", "candidates") if opts[k]]
-    if len(sources) != 1:
-        raise click.UsageError("give exactly one of --index, --corpus, --candidates for document text")
+    check_text_source(opts)
     if opts.get("ray_address") and not opts.get("workers"):
         raise click.UsageError("--ray-address needs --workers")
     if opts.get("workers"):
@@ -173,6 +171,16 @@ def distributed_reranker(opts: dict, model_name: str, heads: str, settings, cach
     click.get_current_context().call_on_close(pool.close)
     driver_model = model if router is not None else None  # routing embeds queries in this process (the loaded model)
     return DistributedReranker(pool, heads, settings=settings, cache=cache, router=router, model=driver_model)
+
+
+def check_text_source(opts: dict) -> None:
+    """Exactly one of --index, --corpus, --candidates (a usage error, before anything slow starts)."""
+    from ..firststage.sources import SourceError, TextSpec
+
+    try:
+        TextSpec(opts["index_name"], opts["corpus"], opts["candidates"]).check()
+    except SourceError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def texts_for(obj: Context, index_name, corpus, candidates, topics):

@@ -8,7 +8,7 @@ import click
 
 from ..pipeline.stage_io import pipeline_io
 from .app import Context, logger, main
-from .options import TEXT_SOURCES, read_candidates, check_heads, check_router, prompt_settings_of, scoring_job, texts_for, scoring_options
+from .options import TEXT_SOURCES, check_text_source, read_candidates, check_heads, check_router, prompt_settings_of, scoring_job, texts_for, scoring_options
 
 
 @pipeline_io(inputs=(*TEXT_SOURCES, "heads", "router"), outputs=("output",))
@@ -141,11 +141,10 @@ def _method_choice(method: str, preset: str | None, heads: str | None, router_pa
 def _dense_rerank(obj: Context, opts: dict, dense_model: str, batch_size: int, output: Path, run_tag: str | None) -> None:
     """``rerank --method dense``: the same run, sample and text source as the head re-ranker, no LLM."""
     from ..firststage.dense import dense_rerank, load_encoder
-    from ..rerank.reranker import DEFAULT_TOP_K
+    from ..rerank.settings import DEFAULT_TOP_K
     from ..data.trec import write_run
 
-    if len([k for k in ("index_name", "corpus", "candidates") if opts[k]]) != 1:
-        raise click.UsageError("give exactly one of --index, --corpus, --candidates for document text")
+    check_text_source(opts)
     run = read_candidates(obj, opts)
     texts, topic_map = texts_for(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
     encoder = load_encoder(dense_model, device=opts["device"])

@@ -28,12 +28,11 @@ from tqdm import tqdm
 
 from ..data.corpus import Document
 from ..errors import UserError
-from .search import UnknownDocumentError
 from ..data.trec import Hit, Run
 from .. import config
 from ..data.keys import query_entry
 from ..files import atomic_write_text
-from .sources import check_run_inputs
+from .sources import candidate_texts, check_run_inputs
 from ..data.trec import ranked_hits
 
 logger = logging.getLogger(__name__)
@@ -178,17 +177,11 @@ def dense_rerank(
     docs: dict[str, Document] = {}
     plan: dict[str, tuple[list[str], list[Hit]]] = {}
     for qid in run.qids():
-        kept, skipped = [], []
-        for hit in run[qid][:top_k]:
-            try:
-                doc = docs[hit.docid] if hit.docid in docs else texts.get(hit.docid)
-            except UnknownDocumentError as exc:
-                if on_missing == "error":
-                    raise UnknownDocumentError(f"query {qid}: {exc} (use --on-missing skip to keep it unscored)") from None
-                skipped.append(hit)
-                continue
-            docs[hit.docid] = doc
-            kept.append(hit.docid)
+        hits = run[qid][:top_k]
+        found, skipped = candidate_texts(qid, hits, texts, on_missing)
+        missing = {h.docid for h in skipped}
+        kept = [h.docid for h in hits if h.docid not in missing]
+        docs.update(zip(kept, found))
         plan[qid] = (kept, skipped + list(run[qid][top_k:]))
         stats.missing_docs += len(skipped)
         stats.reranked_docs += len(kept)
