@@ -5,7 +5,7 @@ exit status other than 0, no traceback, and a message naming the file (and line)
 the value at fault. Nearly all fail before any model loads. The signal tests at the end run the
 console script in a subprocess: SIGTERM and SIGINT leave the previous output byte for byte (and no
 JVM crash log in the working folder), kill -9 leaves it too and a rerun writes the same bytes.
-``docs/reliability.md`` is this table in prose (``python tests/test_bad_inputs.py`` prints it).
+``docs/reliability.md`` is this table in prose (``python tests/cli/test_bad_inputs.py`` prints it).
 """
 from __future__ import annotations
 
