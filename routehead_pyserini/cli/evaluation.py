@@ -10,7 +10,13 @@ from ..pipeline.stage_io import pipeline_io
 from .app import MEASURE_HELP, POSITIVE, Context, main
 
 
-@pipeline_io(inputs=("runs", "baseline", "qrels", "router", "heads", "topics"), outputs=("report-dir", "output"))
+def _report_files(folder: str, _settings) -> list[str]:
+    """``--report-dir`` may hold the runs too: a pipeline tracks the report it writes there."""
+    return [str(Path(folder) / "report.md"), str(Path(folder) / "report.json")]
+
+
+@pipeline_io(inputs=("runs", "baseline", "qrels", "router", "heads", "topics"), outputs=("report-dir", "output"),
+             expand={"report-dir": _report_files})
 @main.command()
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--qrels", required=True, help="Qrels file (TREC or BEIR TSV) or registry name.")

@@ -41,7 +41,14 @@ def analyze_heads(obj: Context, qrels: str, output_dir: Path, folds: int, releva
     click.echo(report, nl=False)
 
 
-@pipeline_io(inputs=(*TEXT_SOURCES, "qrels"), outputs=("output", "static-heads", "random-heads"))
+def _static_files(pattern: str, settings) -> list[str]:
+    """``--static-heads 'x{k}.json' --static-k 1,16`` writes one file per size."""
+    sizes = str(settings.get("static-k", STATIC_SET_SIZE)).split(",")
+    return [pattern.replace("{k}", k.strip()) for k in sizes] if "{k}" in pattern else [pattern]
+
+
+@pipeline_io(inputs=(*TEXT_SOURCES, "qrels"), outputs=("output", "static-heads", "random-heads"),
+             expand={"static-heads": _static_files})
 @main.command()
 @scoring_options
 @click.option("--qrels", required=True, help="Qrels of the training queries (file or registry name).")

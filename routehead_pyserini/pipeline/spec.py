@@ -379,7 +379,7 @@ class _Loader:
             for value in as_list(settings.get(key)):
                 if value is not None:
                     self.check_input(stage_id, uses, key, str(value))
-        outputs = [p for k in io_keys.outputs if settings.get(k) is not None for p in _expand_output(uses, k, settings)]
+        outputs = [p for k in io_keys.outputs if settings.get(k) is not None for p in io_keys.written(k, settings)]
         for out in outputs:
             earlier = self.written.get(path_key(out))
             if earlier is not None:
@@ -467,16 +467,6 @@ class _Loader:
 
 def path_key(path: str) -> str:
     return os.path.normpath(os.path.abspath(os.path.expanduser(str(path))))
-
-
-def _expand_output(uses: str, key: str, settings: Mapping[str, Any]) -> list[str]:
-    """The files an output option stands for (``label --static-heads 'x{k}.json' --static-k 1,16``: two)."""
-    value = str(settings[key])
-    if uses == "evaluate" and key == "report-dir":  # the folder may hold the runs too: track the report
-        return [str(Path(value) / "report.md"), str(Path(value) / "report.json")]
-    if uses == "label" and key == "static-heads" and "{k}" in value:
-        return [value.replace("{k}", k.strip()) for k in str(settings.get("static-k", "16")).split(",")]
-    return [value]
 
 
 def load_pipeline(path: str | os.PathLike[str], group: click.Group, *, overrides: Mapping[str, Any] | None = None,

@@ -8,12 +8,16 @@ the outermost decorator of the click command); one without it cannot be used in 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
 _ATTRIBUTE = "pipeline_io"
+
+
+#: How an output option's value becomes the files it stands for: ``(value, the stage's settings) -> paths``.
+Expand = Callable[[str, Mapping[str, Any]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -22,13 +26,21 @@ class CommandIO:
 
     inputs: tuple[str, ...]  # files, folders or registry names read
     outputs: tuple[str, ...]  # written; the first one given is the stage's ${stages.ID.output}
+    expand: Mapping[str, Expand] = field(default_factory=dict, compare=False)  # output key -> its files, when not one
+
+    def written(self, key: str, settings: Mapping[str, Any]) -> list[str]:
+        """The files the output ``key`` stands for in ``settings`` (its value, unless ``expand`` says otherwise)."""
+        value = str(settings[key])
+        return self.expand[key](value, settings) if key in self.expand else [value]
 
 
-def pipeline_io(inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> Callable:
-    """Mark a click command as a pipeline stage that reads the ``inputs`` keys and writes the ``outputs`` keys."""
+def pipeline_io(inputs: Sequence[str] = (), outputs: Sequence[str] = (), expand: Mapping[str, Expand] | None = None) -> Callable:
+    """Mark a click command as a pipeline stage that reads the ``inputs`` keys and writes the
+    ``outputs`` keys; ``expand`` maps an output key to the files its value stands for (a folder
+    holding a report, a pattern giving several files)."""
 
     def mark(command):
-        setattr(command, _ATTRIBUTE, CommandIO(tuple(inputs), tuple(outputs)))
+        setattr(command, _ATTRIBUTE, CommandIO(tuple(inputs), tuple(outputs), dict(expand or {})))
         return command
 
     return mark

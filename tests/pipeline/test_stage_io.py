@@ -39,3 +39,11 @@ def test_pipeline_io_marks_and_argv_follows_the_commands_order():
     argv = command_argv(params, {"output": "o.trec", "top-k": 5, "dry": True, "run": "r.trec", "runs": ["-a", "b"]})
     assert argv == ["--run", "r.trec", "--top-k", "5", "--dry", "--output", "o.trec", "--", "-a", "b"]
     assert command_argv(params, {"dry": False, "top-k": None}) == []
+
+
+def test_outputs_that_stand_for_several_files():
+    label, evaluate = command_io(main.commands["label"]), command_io(main.commands["evaluate"])
+    assert label.written("static-heads", {"static-heads": "s{k}.json", "static-k": "1, 16"}) == ["s1.json", "s16.json"]
+    assert label.written("static-heads", {"static-heads": "s.json"}) == ["s.json"]
+    assert label.written("output", {"output": "labels.jsonl"}) == ["labels.jsonl"]
+    assert evaluate.written("report-dir", {"report-dir": "w"}) == ["w/report.md", "w/report.json"]
