@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: The LLM used wherever none is named (the packaged SmolLM2-135M; its presets are shipped).
+DEFAULT_MODEL = "smollm2-135m"
 DATA_DIR_ENV = "ROUTEHEAD_DATA_DIR"
 CACHE_DIR_ENV = "ROUTEHEAD_CACHE_DIR"
 SCORE_CACHE_ENV = "ROUTEHEAD_SCORE_CACHE_DIR"

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .. import config
 from ..engine.prompt_text import DEFAULT_DOC_MAX_TOKENS
 from ..heads.configs import RouterConfig
-from ..rerank.settings import ATTENTION_NORMS, DEFAULT_TOP_K, MODES, ORDERS, POINTWISE_BATCH_SIZE
+from ..rerank.settings import ATTENTION_NORMS, DEFAULT_TOP_K, MODES, ORDERS, POINTWISE_BATCH_SIZE, SETTING_DEFAULTS
 from .app import POSITIVE, Context, logger
 
 if TYPE_CHECKING:  # types only: the CLI imports torch and the JVM inside its commands
@@ -29,11 +30,11 @@ _SCORING_OPTIONS = [
     click.option("--corpus", default=None, help="JSONL corpus to fetch document text from, instead of --index."),
     click.option("--candidates", default=None, type=click.Path(exists=True, dir_okay=False), help="JSONL with qid, query, docid, text per line (e.g. DL19's bm25_top100.jsonl): text and queries in one file."),
     click.option("--topics", default=None, help="Topics (file or registry name) [default: the --index name's topics, or the queries in --candidates]."),
-    click.option("--model", default="smollm2-135m", show_default=True, help="smollm2-135m, gemma3-270m, a Hugging Face name, a local folder or a .gguf file."),
+    click.option("--model", default=config.DEFAULT_MODEL, show_default=True, help="smollm2-135m, gemma3-270m, a Hugging Face name, a local folder or a .gguf file."),
     click.option("--top-k", default=None, type=click.IntRange(min=1), help=f"Score the first K candidates; the rest keep their order below [default: the trained file's, else {DEFAULT_TOP_K}]."),
-    click.option("--order", type=click.Choice(ORDERS), default=None, help="Listwise prompt order: first-stage rank 1 first (ICR), last (nearest the query), or both: the calibrated scores of the two orders summed (reuses each order's cache) [default: the trained file's, else bm25]."),
-    click.option("--mode", type=click.Choice(MODES), default=None, help="listwise: all candidates in one prompt (ICR); pointwise: one prompt per candidate (that passage, then the query), window size 1 [default: the trained file's, else listwise]."),
-    click.option("--attention-norm", type=click.Choice(ATTENTION_NORMS), default=None, help="Attention mass of the query rows on a passage: raw, or among all keys but the prompt's first token (the attention sink) [default: the trained file's, else raw]."),
+    click.option("--order", type=click.Choice(ORDERS), default=None, help=f"Listwise prompt order: first-stage rank 1 first (ICR), last (nearest the query), or both: the calibrated scores of the two orders summed (reuses each order's cache) [default: the trained file's, else {SETTING_DEFAULTS['order']}]."),
+    click.option("--mode", type=click.Choice(MODES), default=None, help=f"listwise: all candidates in one prompt (ICR); pointwise: one prompt per candidate (that passage, then the query), window size 1 [default: the trained file's, else {SETTING_DEFAULTS['mode']}]."),
+    click.option("--attention-norm", type=click.Choice(ATTENTION_NORMS), default=None, help=f"Attention mass of the query rows on a passage: raw, or among all keys but the prompt's first token (the attention sink) [default: the trained file's, else {SETTING_DEFAULTS['attention_norm']}]."),
     click.option("--batch-size", default=None, type=click.IntRange(min=1), help=f"--mode pointwise: candidates of one query per forward pass, padded (same scores; 4-8 is fastest on a CPU) [default: {POINTWISE_BATCH_SIZE} pointwise; listwise prompts are scored one at a time]."),
     click.option("--doc-max-tokens", default=None, type=click.IntRange(min=0), help=f"Truncate each document to this many tokens (counted; 0: no limit) [default: the trained file's, else {DEFAULT_DOC_MAX_TOKENS}]."),
     click.option("--max-context", default=None, type=POSITIVE, help="Token budget of one prompt; longer lists are split into windows [default: the model's context]."),
@@ -216,6 +217,6 @@ def ranking_data(obj: Context, job: ScoringJob, qrels: str, *, fuse: bool, fuse_
     judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))
     items = job.reranker.iter_scores(job.run, job.topics, job.texts, top_k=job.top_k, on_missing=job.on_missing,
                                      progress=obj.progress)
-    return collect(items, job.run, job.topics, job.texts, judgements, fuse=fuse, fuse_dense=fuse_dense, k=k,
+    return collect(items, job.run, job.topics, judgements, fuse=fuse, fuse_dense=fuse_dense, k=k,
                    cache_root=getattr(job.reranker, "cache_root", None), cache=bool(getattr(job.reranker, "caches", True)),
                    progress=obj.progress)

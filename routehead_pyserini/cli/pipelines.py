@@ -5,13 +5,14 @@ from pathlib import Path
 
 import click
 
+from .. import config
 from .app import POSITIVE, Context, main
 
 
 @main.command()
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True, help="Folder for the index, the runs and report.md.")
 @click.option("--hits", default=20, show_default=True, type=POSITIVE, help="BM25 depth: the candidate list the re-ranker sees.")
-@click.option("--model", default="smollm2-135m", show_default=True, help="LLM for the ICR rows; 'none' skips them.")
+@click.option("--model", default=config.DEFAULT_MODEL, show_default=True, help="LLM for the ICR rows; 'none' skips them.")
 @click.pass_obj
 def demo(obj: Context, output_dir: Path, hits: int, model: str) -> None:
     """Run the demo on the embedded collection: index, BM25, ICR re-ranking, evaluation table.

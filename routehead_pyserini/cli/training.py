@@ -9,7 +9,9 @@ import click
 
 from ..heads.configs import (LOSSES, NORMALISATIONS, PENALTIES, STATIC_SET_SIZE, VAL_FRACTION, VOTES, KnnConfig, RouterConfig,
                               SearchParams, SoftRouterConfig, TrainConfig)
+from ..eval.loco_study import PROTOCOLS, Study
 from ..pipeline.stage_io import pipeline_io
+from ..rerank.settings import MODES
 from .app import FOLDS, FRACTION, POSITIVE, Context, main
 from .options import TEXT_SOURCES, batch_size_of, prompt_settings_of, ranking_data, scoring_job, fusion_options, query_embedding_options, scoring_options
 
@@ -313,22 +315,22 @@ def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, spa
 @click.option("--only", multiple=True, help="Use only these collections (repeatable).")
 @click.option("--exclude", multiple=True, help="Leave these collections out entirely (repeatable).")
 @click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for report.md, report.json and every row's run.")
-@click.option("--model", default="smollm2-135m", show_default=True, help="The LLM whose heads are scored.")
-@click.option("--mode", type=click.Choice(["listwise", "pointwise"]), default="pointwise", show_default=True, help="Prompt mode of the per-head scores.")
-@click.option("--top-k", default=20, show_default=True, type=click.IntRange(min=1), help="Candidates scored per query.")
-@click.option("--doc-max-tokens", default=128, show_default=True, type=click.IntRange(min=0), help="Truncate each document to this many tokens (0: no limit).")
-@click.option("--batch-size", default=5, show_default=True, type=click.IntRange(min=1), help="Pointwise prompts per forward pass.")
-@click.option("--device", default="cpu", show_default=True, help="torch device.")
-@click.option("--dtype", default="float32", show_default=True, help="Model dtype.")
+@click.option("--model", default=Study.model, show_default=True, help="The LLM whose heads are scored.")
+@click.option("--mode", type=click.Choice(MODES), default=Study.mode, show_default=True, help="Prompt mode of the per-head scores.")
+@click.option("--top-k", default=Study.top_k, show_default=True, type=click.IntRange(min=1), help="Candidates scored per query.")
+@click.option("--doc-max-tokens", default=Study.doc_max_tokens, show_default=True, type=click.IntRange(min=0), help="Truncate each document to this many tokens (0: no limit).")
+@click.option("--batch-size", default=Study.batch_size, show_default=True, type=click.IntRange(min=1), help="Pointwise prompts per forward pass.")
+@click.option("--device", default=Study.device, show_default=True, help="torch device.")
+@click.option("--dtype", default=Study.dtype, show_default=True, help="Model dtype.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Score cache folder [default: <cache dir>/scores].")
-@click.option("--methods", default="heads+bm25,heads+bm25+dense,bm25+dense", show_default=True, help="Learned rows, comma-separated: heads+bm25, heads+bm25+dense, bm25+dense (no head: the control), heads, soft+bm25, soft+bm25+dense (soft routing).")
-@click.option("--protocols", default="loco,pooled-cv", show_default=True, help="loco: leave one collection out; pooled-cv: 5 query folds over all collections mixed.")
-@click.option("--losses", default="pointwise,pairwise", show_default=True, help="Losses inner validation chooses among.")
+@click.option("--methods", default=",".join(Study.methods), show_default=True, help="Learned rows, comma-separated: heads+bm25, heads+bm25+dense, bm25+dense (no head: the control), heads, soft+bm25, soft+bm25+dense (soft routing).")
+@click.option("--protocols", default=",".join(PROTOCOLS), show_default=True, help="loco: leave one collection out; pooled-cv: 5 query folds over all collections mixed.")
+@click.option("--losses", default=",".join(Study.losses), show_default=True, help="Losses inner validation chooses among.")
 @click.option("--extra-run", "extra_runs", multiple=True, metavar="ROW=PATTERN", help="Another row from existing runs, '{collection}' in the path: 'ICR listwise=runs/icr/{collection}.trec' (repeatable).")
 @click.option("--presets-dir", default=None, type=click.Path(file_okay=False, path_type=Path), help="Also train each head method on the collections (but --presets-exclude) and write it as a preset here (<dir>/<model>/<method>.json), with these scores.")
-@click.option("--presets-exclude", multiple=True, default=("trec-dl-2019",), show_default=True, help="Collections the presets are NOT trained on (repeatable): the shipped default can then be checked on them, its figure there being exactly the LOCO one.")
+@click.option("--presets-exclude", multiple=True, default=Study.presets_exclude, show_default=True, help="Collections the presets are NOT trained on (repeatable): the shipped default can then be checked on them, its figure there being exactly the LOCO one.")
 @click.option("--max-layer", default=None, type=click.IntRange(min=0), help="Cost cap: only heads of layers 0..N get a weight, so re-ranking stops the forward after layer N.")
-@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="Fit this many (method, held-out collection or fold) pairs at once, in forked processes with one torch thread each (same results).")
+@click.option("--jobs", default=Study.jobs, show_default=True, type=click.IntRange(min=1), help="Fit this many (method, held-out collection or fold) pairs at once, in forked processes with one torch thread each (same results).")
 @click.pass_obj
 def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude: tuple[str, ...], output_dir: Path, model: str, mode: str,
              top_k: int, doc_max_tokens: int, batch_size: int, device: str, dtype: str, cache_dir: str | None, methods: str,
@@ -347,7 +349,7 @@ def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude
     import shlex
 
     from ..eval.loco import METHODS
-    from ..eval.loco_study import PROTOCOLS, Study, run_study
+    from ..eval.loco_study import run_study
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in METHODS]

@@ -320,6 +320,13 @@ def write_topics(topics: Mapping[str, str], path: PathLike) -> None:
             handle.write(f"{qid}\t{' '.join(query.split())}\n")
 
 
+def scores_below(values: Sequence[float], n: int) -> list[float]:
+    """Scores for ``n`` candidates kept unscored below scored ones, in their order: 1, 2, ... below
+    the lowest of ``values`` (below 0 when there are none)."""
+    floor = min(values, default=0.0)
+    return [floor - 1.0 - i for i in range(n)]
+
+
 def ranked_hits(docids: Sequence[str], values: Sequence[float], rest: Sequence[Hit] = ()) -> list[Hit]:
     """``docids`` sorted by ``values`` (ties: given order), then ``rest`` in its order with lower scores.
 
@@ -330,8 +337,7 @@ def ranked_hits(docids: Sequence[str], values: Sequence[float], rest: Sequence[H
     order = sorted(range(len(docids)), key=lambda i: (-values[i], i))
     ranked = [docids[i] for i in order] + [h.docid for h in rest]
     raw = [float(values[i]) for i in order]
-    floor = min(raw, default=0.0)
-    raw += [floor - 1.0 - i for i in range(len(rest))]
+    raw += scores_below(raw, len(rest))
     scores = np.asarray(raw, dtype=np.float32)
     for i in range(1, len(scores)):
         if scores[i] >= scores[i - 1]:

@@ -36,7 +36,7 @@ from ..files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_MODEL = config.DEFAULT_MODEL
 # Bump when the converted folder layout changes, so old conversions are not reused.
 CONVERSION_FORMAT = 1
 _SLIDING_TYPE = "sliding_attention"

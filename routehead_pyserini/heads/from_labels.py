@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 
-from ..engine.models import load_model
+from ..engine.models import DEFAULT_MODEL, load_model
 from ..engine.query_embedding import embed_queries
 from .checkpoint import check_model
 from .configs import STATIC_SET_SIZE, VAL_FRACTION, KnnConfig, RouterConfig, RouterError
@@ -27,7 +27,7 @@ def train_from_labels(labels_path: str | os.PathLike, topics: Mapping[str, str],
     default the one the labels were made with. ``targets``: see :func:`.labels.router_targets`;
     with soft targets and no ``top_k`` in ``config``, a query is routed to :data:`.configs.STATIC_SET_SIZE` heads."""
     labels = read_labels(labels_path)
-    loaded = load_model(model or labels.model.get("name") or "smollm2-135m")
+    loaded = load_model(model or labels.model.get("name") or DEFAULT_MODEL)
     check_model(labels.model, loaded, what="these labels were made", advice="label with --model " + loaded.name)
     qids = [q for q in labels.queries if q in topics]
     if len(qids) < len(labels.queries):

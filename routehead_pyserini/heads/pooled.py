@@ -202,7 +202,7 @@ def load_pooled(collections: Sequence[Collection], reranker, *, top_k: int, data
             first = {h.docid: h.score for h in run[qid]}
             cosines = None
             if scorer is not None and scores is not None:
-                cosines = scorer.scores(qid, topics[qid], [texts.get(d) for d in scores.docids])
+                cosines = scorer.scores(qid, topics[qid], item.docs)
             mine.append(PooledQuery(col.name, qid, scores, None if scores is None else [first[d] for d in scores.docids],
                                     rest, cosines))
             topic_text[pooled_qid(col.name, qid)] = topics[qid]

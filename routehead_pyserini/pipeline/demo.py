@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..config import DEFAULT_MODEL
 from ..data.controls import random_order
 from ..eval.evaluate import build_report, evaluate_run
 from ..files import atomic_write_text
@@ -25,7 +26,7 @@ DEMO_DATA = PACKAGE_DIR / "demo_data"
 MEASURES = ("nDCG@10", "MAP@100", "R@100", "MRR@10")
 
 
-def run_demo(output_dir: Path, *, hits: int = 20, model: str | None = "smollm2-135m", progress: bool = True) -> str:
+def run_demo(output_dir: Path, *, hits: int = 20, model: str | None = DEFAULT_MODEL, progress: bool = True) -> str:
     """Index the demo collection, run BM25, the controls and ICR re-ranking; write runs and ``report.md``.
 
     ICR re-ranks the BM25 top-``hits`` with every attention head of ``model`` (``None``: skip),

@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 
 from ..data.corpus import Document, parse_document
+from ..data.trec import scores_below
 from ..errors import UserError
 
 #: The columns :func:`transform_frame` needs; ``score`` and ``rank`` are optional.
@@ -74,8 +75,7 @@ def transform_frame(reranker, frame):
         out = group.copy()
         if has_score:
             out["score_first_stage"] = out["score"]
-        floor = min(values, default=0.0)
-        out["score"] = values + [floor - 1.0 - i for i in range(len(group) - len(values))]
+        out["score"] = values + scores_below(values, len(group) - len(values))
         order = sorted(range(len(out)), key=lambda i: (-out["score"].iloc[i], i))
         out = out.iloc[order]
         out["rank"] = range(len(out))

@@ -59,13 +59,13 @@ from ..data.trec import Hit, Run
 from ..heads.fusion import check_head_set_model, dense_fusion_of, fused_scores, fusion_of
 from ..errors import RerankError
 from ..firststage.sources import TextSource, candidate_texts, check_run_inputs
-from ..data.trec import ranked_hits
+from ..data.trec import ranked_hits, scores_below
 from ..firststage.dense import CachedDenseScorer
-from ..engine.models import LoadedModel, load_model
+from ..engine.models import DEFAULT_MODEL, LoadedModel, load_model
 from ..heads.checkpoint import check_model
 from .results import RankedDocument, Ranking
 from .settings import (DEFAULT_TOP_K, ENFORCED, SETTING_DEFAULTS, SINGLE_ORDERS, PromptSettings, default_batch_size,
-                       recorded_settings, trained_settings)
+                       recorded_settings, trained_settings, trained_with)
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class ScoredQuery:
     scores: QueryScores | None  # per-head scores of its top-k candidates with text (None: none has text)
     rest: list[Hit]  # the candidates without text, then those below top-k, in first-stage order
     head_set: HeadSet
+    docs: list[Document]  # the scored candidates' documents, in ``scores.docids`` order (read once)
 
 
 @dataclass
@@ -132,7 +133,7 @@ class Reranker:
 
     def __init__(
         self,
-        model="smollm2-135m",
+        model=DEFAULT_MODEL,
         heads: HeadSet | str | None = None,
         *,
         settings: PromptSettings = PromptSettings(),
@@ -176,7 +177,7 @@ class Reranker:
         self._dense: CachedDenseScorer | None = None  # the bi-encoder, loaded when a head set first fuses its cosine
 
     @classmethod
-    def from_preset(cls, name: str | None = None, model="smollm2-135m", **kwargs) -> Reranker:
+    def from_preset(cls, name: str | None = None, model=DEFAULT_MODEL, **kwargs) -> Reranker:
         """A shipped preset (``routehead-pyserini presets``), by name, or the best one for ``model``;
         the prompt settings and ``top_k`` it was trained with come with it (an explicit conflicting
         ``settings`` is refused). ``model``: its name, or a loaded model of that name."""
@@ -189,22 +190,22 @@ class Reranker:
         return cls._trained(model, preset.head_set, preset.prompt_settings, f"preset {preset.name!r}", **kwargs)
 
     @classmethod
-    def from_heads(cls, heads: HeadSet | str, model="smollm2-135m", **kwargs) -> Reranker:
+    def from_heads(cls, heads: HeadSet | str, model=DEFAULT_MODEL, **kwargs) -> Reranker:
         """A head set (``"L.H,L.H"``, a head-set file such as ``train-weights`` writes, or a
         :class:`.heads.HeadSet`); a learned file's recorded prompt settings and ``top_k`` are used."""
         head_set = heads if isinstance(heads, HeadSet) else parse_heads(heads)
         return cls._trained(model, head_set, recorded_settings(head_set), f"head set {heads!s:.60}", **kwargs)
 
     @classmethod
-    def from_router(cls, path: str, model="smollm2-135m", *, device: str = "cpu", dtype: str = "float32", **kwargs) -> Reranker:
+    def from_router(cls, path: str, model=DEFAULT_MODEL, *, device: str = "cpu", dtype: str = "float32", **kwargs) -> Reranker:
         """RouteHead: a router file (``routehead-pyserini train``/``train-soft-router``); each query
         gets its own head set. The router's recorded prompt settings are used."""
         from ..heads.loading import load_any_router
 
         loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
         router = load_any_router(path, model=loaded)
-        recorded = {k: v for k, v in (getattr(router, "prompt_settings", None) or {}).items() if k in (*ENFORCED, "top_k")}
-        return cls._trained(loaded, None, recorded, f"router {path}", router=router, **kwargs)
+        return cls._trained(loaded, None, trained_with(getattr(router, "prompt_settings", None)), f"router {path}", router=router,
+                            **kwargs)
 
     @classmethod
     def _trained(cls, model, heads, recorded: Mapping[str, object], origin: str, *, settings: PromptSettings | None = None,
@@ -288,7 +289,7 @@ class Reranker:
                         scores: Sequence[float] | None = None, *, qid: str = "query") -> list[float]:
         """One score per document of ``docs`` (first-stage order) for ``query``: the head set's sum,
         or for a learned head set that fuses them, with the first-stage ``scores`` and bi-encoder cosine."""
-        documents = [Document(str(i), d) if isinstance(d, str) else as_document(d, i) for i, d in enumerate(docs)]
+        documents = as_documents(docs)
         if not documents:
             return []
         if scores is not None and len(scores) != len(documents):
@@ -316,7 +317,7 @@ class Reranker:
         """Re-rank ``docs`` (strings, ``(docid, text)`` pairs or :class:`Document`; strings get ids
         "0", "1", ...) for ``query``, best first; ties keep the given order. ``scores``: their
         first-stage scores, needed by head sets that fuse them (every shipped preset)."""
-        documents = [Document(str(i), d) if isinstance(d, str) else as_document(d, i) for i, d in enumerate(docs)]
+        documents = as_documents(docs)
         values = self.score_documents(query, documents, scores)
         order = sorted(range(len(documents)), key=lambda i: (-values[i], i))
         return Ranking(RankedDocument(documents[i].docid, values[i], r + 1, documents[i].text) for r, i in enumerate(order))
@@ -330,9 +331,8 @@ class Reranker:
         k = self.top_k if k is None else k
         docs, first_stage = documents_of_hits(hits)
         ranking = self.rank(query, docs[:k], first_stage[:k])
-        floor = min(ranking.scores, default=0.0)
-        for offset, doc in enumerate(docs[k:]):
-            ranking.append(RankedDocument(doc.docid, floor - 1.0 - offset, len(ranking) + 1, doc.text))
+        for doc, score in zip(docs[k:], scores_below(ranking.scores, len(docs[k:]))):
+            ranking.append(RankedDocument(doc.docid, score, len(ranking) + 1, doc.text))
         return ranking
 
     def transform(self, frame):
@@ -378,7 +378,7 @@ class Reranker:
                 stats.windowed_queries += scores.info.get("windows", 1) > 1
                 stats.truncated_docs += scores.info.get("truncated_docs", 0)
                 stats.seconds_scoring += 0.0 if cached else scores.info.get("seconds", 0.0)
-            yield ScoredQuery(item.qid, scores, item.skipped + list(run[item.qid][top_k:]), item.head_set)
+            yield ScoredQuery(item.qid, scores, item.skipped + list(run[item.qid][top_k:]), item.head_set, item.docs)
         if stats.missing_docs:
             logger.warning("%d candidate documents had no text and were kept unscored below the re-ranked ones", stats.missing_docs)
 
@@ -404,8 +404,8 @@ class Reranker:
                 continue
             docids = item.scores.docids
             first_stage = {h.docid: h.score for h in run[item.qid]}  # fused head sets add it
-            values = self._fused(item.qid, topics[item.qid], item.scores, [texts.get(d) for d in docids],
-                                 [first_stage[d] for d in docids], item.head_set)
+            values = self._fused(item.qid, topics[item.qid], item.scores, item.docs, [first_stage[d] for d in docids],
+                                 item.head_set)
             out[item.qid] = ranked_hits(docids, values, item.rest)
         return Run(out), stats
 
@@ -413,6 +413,11 @@ class Reranker:
         heads = "routed per query" if self.router is not None else self.head_set.describe()
         return {"model": self.model.name, "fingerprint": self.model.fingerprint, "heads": heads,
                 "settings": asdict(self.settings), "max_context": self.max_context}
+
+
+def as_documents(docs: Sequence[Document | str | tuple[str, str]]) -> list[Document]:
+    """Documents from strings (ids "0", "1", ... by position), ``(docid, text)`` pairs or :class:`Document`."""
+    return [Document(str(i), d) if isinstance(d, str) else as_document(d, i) for i, d in enumerate(docs)]
 
 
 def sum_orders(parts: Sequence[QueryScores]) -> QueryScores:

@@ -64,6 +64,11 @@ SETTING_DEFAULTS = {"mode": "listwise", "order": "bm25", "doc_max_tokens": DEFAU
 ENFORCED = tuple(SETTING_DEFAULTS)
 
 
+def trained_with(prompt_settings: Mapping[str, object] | None) -> dict:
+    """Of the prompt settings a trained file records, those that bind its use (:data:`ENFORCED`, and ``top_k``)."""
+    return {k: v for k, v in (prompt_settings or {}).items() if k in (*ENFORCED, "top_k")}
+
+
 def recorded_settings(head_set: HeadSet | None) -> dict:
     """The prompt settings a preset or learned head set was trained with (empty for other sets)."""
     if head_set is None:
@@ -71,7 +76,7 @@ def recorded_settings(head_set: HeadSet | None) -> dict:
     for key in ("preset", "learned"):
         block = head_set.extra.get(key)
         if isinstance(block, Mapping) and isinstance(block.get("prompt_settings"), Mapping):
-            return {k: v for k, v in block["prompt_settings"].items() if k in (*ENFORCED, "top_k")}
+            return trained_with(block["prompt_settings"])
     return {}
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..data.corpus import Document
 from ..data.trec import Hit, Run, ranked_hits, write_run
 from ..engine.cache import QueryScores
 from ..firststage.dense import PACKAGED, CachedDenseScorer
-from ..firststage.sources import TextSource
 from ..heads.features import Dataset, build_dataset, query_features
 from .reranker import ScoredQuery
 
@@ -30,6 +30,7 @@ class TrainingQuery:
     scores: QueryScores | None
     first_stage: list[float] | None
     rest: list[Hit]
+    docs: list[Document]  # the scored candidates, in ``scores.docids`` order
 
 
 @dataclass
@@ -57,7 +58,7 @@ class RankingData:
         write_run(Run(hits), path, tag=tag)
 
 
-def ranking_data(items: Iterable[ScoredQuery], run: Run, topics: Mapping[str, str], texts: TextSource,
+def ranking_data(items: Iterable[ScoredQuery], run: Run, topics: Mapping[str, str],
                  qrels: Mapping[str, Mapping[str, int]], *, fuse: bool, fuse_dense: bool, k: int = 10,
                  cache_root: str | Path | None = None, cache: bool = True, progress: bool = True) -> RankingData:
     """Collect :meth:`.Reranker.iter_scores` ``items`` of ``run`` as training data; with
@@ -67,12 +68,13 @@ def ranking_data(items: Iterable[ScoredQuery], run: Run, topics: Mapping[str, st
     for item in items:
         first = {h.docid: h.score for h in run[item.qid]}
         scores = item.scores
-        queries.append(TrainingQuery(item.qid, scores, None if scores is None else [first[d] for d in scores.docids], item.rest))
+        queries.append(TrainingQuery(item.qid, scores, None if scores is None else [first[d] for d in scores.docids], item.rest,
+                                     item.docs))
     data = RankingData(queries, None, None, fuse)
     dense_model = None
     if fuse_dense:
         scorer, dense_model = CachedDenseScorer(PACKAGED, root=cache_root, enabled=cache), PACKAGED
-        data.dense = {q.qid: scorer.scores(q.qid, topics[q.qid], [texts.get(d) for d in q.scores.docids])
+        data.dense = {q.qid: scorer.scores(q.qid, topics[q.qid], q.docs)
                       for q in tqdm(data.scored, desc="dense", unit="query", disable=not progress)}
     data.dataset = build_dataset(((q.scores, q.first_stage) for q in data.scored), qrels, fuse=fuse, k=k,
                                  dense=data.dense, dense_model=dense_model)

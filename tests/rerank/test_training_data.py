@@ -7,7 +7,6 @@ import torch
 from routehead_pyserini.data.corpus import Document
 from routehead_pyserini.data.trec import Hit, Run, read_run
 from routehead_pyserini.engine.cache import QueryScores
-from routehead_pyserini.firststage.sources import DictTexts
 from routehead_pyserini.heads.head_set import parse_heads
 from routehead_pyserini.rerank.reranker import ScoredQuery
 from routehead_pyserini.rerank.training_data import ranking_data
@@ -23,15 +22,17 @@ def _scores(qid: str, docids: list[str], seed: int) -> QueryScores:
 def test_queries_align_first_stage_scores_and_keep_unscored_ones(tmp_path):
     run = Run({"q1": [Hit("a", 9.0), Hit("b", 8.0), Hit("c", 7.0)], "q2": [Hit("x", 5.0)], "q3": [Hit("d", 3.0), Hit("e", 2.0)]})
     heads = parse_heads("all")
-    items = [ScoredQuery("q1", _scores("q1", ["b", "a"], 0), [Hit("c", 7.0)], heads),  # scored order need not be the run's
-             ScoredQuery("q2", None, [Hit("x", 5.0)], heads),  # no candidate had text
-             ScoredQuery("q3", _scores("q3", ["d", "e"], 1), [], heads)]
-    texts = DictTexts({d: Document(d, f"text {d}") for d in "abcdex"}, "test")
+    doc = {d: Document(d, f"text {d}") for d in "abcdex"}
+    # the scored order need not be the run's; q2: no candidate had text
+    items = [ScoredQuery("q1", _scores("q1", ["b", "a"], 0), [Hit("c", 7.0)], heads, [doc["b"], doc["a"]]),
+             ScoredQuery("q2", None, [Hit("x", 5.0)], heads, []),
+             ScoredQuery("q3", _scores("q3", ["d", "e"], 1), [], heads, [doc["d"], doc["e"]])]
     qrels = {"q1": {"a": 1, "b": 0}, "q3": {"d": 0, "e": 0}}  # q3: judged, but nothing relevant among its candidates
-    data = ranking_data(items, run, {"q1": "one", "q2": "two", "q3": "three"}, texts, qrels, fuse=True, fuse_dense=False,
+    data = ranking_data(items, run, {"q1": "one", "q2": "two", "q3": "three"}, qrels, fuse=True, fuse_dense=False,
                         progress=False)
     assert [q.qid for q in data.queries] == ["q1", "q2", "q3"] and [q.qid for q in data.scored] == ["q1", "q3"]
     assert data.queries[0].first_stage == [8.0, 9.0] and data.queries[1].first_stage is None
+    assert [d.docid for d in data.queries[0].docs] == ["b", "a"]
     assert [q.qid for q in data.dataset.queries] == ["q1"] and data.dataset.skipped["no_relevant_candidate"] == ["q3"]
     features = data.features()
     assert set(features) == {"q1", "q3"} and features["q1"].shape == (2, 2 * 3 + 1)  # heads, then the first stage
