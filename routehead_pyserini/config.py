@@ -19,6 +19,9 @@ from pathlib import Path
 
 #: The LLM used wherever none is named (the packaged SmolLM2-135M; its presets are shipped).
 DEFAULT_MODEL = "smollm2-135m"
+#: Model dtypes and quantisations the loaders accept (engine.models, engine.quantize); here, torch-free, for the CLI.
+DTYPES = ("float32", "bfloat16", "float16")
+QUANTIZATIONS = ("none", "int8")
 DATA_DIR_ENV = "ROUTEHEAD_DATA_DIR"
 CACHE_DIR_ENV = "ROUTEHEAD_CACHE_DIR"
 SCORE_CACHE_ENV = "ROUTEHEAD_SCORE_CACHE_DIR"

@@ -9,6 +9,7 @@ import click
 
 from ..heads.configs import (LOSSES, NORMALISATIONS, PENALTIES, STATIC_SET_SIZE, VAL_FRACTION, VOTES, KnnConfig, RouterConfig,
                               SearchParams, SoftRouterConfig, TrainConfig)
+from ..config import DTYPES, QUANTIZATIONS
 from ..eval.loco_study import PROTOCOLS, Study
 from ..pipeline.stage_io import pipeline_io
 from ..rerank.settings import MODES
@@ -237,7 +238,7 @@ def _train_weights_pooled(obj: Context, collections_path: str, output: Path, con
         raise click.UsageError("--collections replaces --run/--index/--corpus/--candidates/--topics/--sample/--cv-run "
                                "(each collection names its own; `routehead-pyserini loco` evaluates held-out collections)")
     settings, top_k = prompt_settings_of(opts)
-    reranker = Reranker(opts["model"], "all", settings=settings, device=opts["device"], dtype=opts["dtype"],
+    reranker = Reranker(opts["model"], "all", settings=settings, device=opts["device"], dtype=opts["dtype"], quantize=opts["quantize"],
                         batch_size=batch_size_of(opts, settings), cache=opts["cache_dir"] or True)
     collections = read_collections(collections_path)
     data = load_pooled(collections, reranker, top_k=top_k, data_dir=obj.data_dir, dense=fuse_dense,
@@ -321,7 +322,8 @@ def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, spa
 @click.option("--doc-max-tokens", default=Study.doc_max_tokens, show_default=True, type=click.IntRange(min=0), help="Truncate each document to this many tokens (0: no limit).")
 @click.option("--batch-size", default=Study.batch_size, show_default=True, type=click.IntRange(min=1), help="Pointwise prompts per forward pass.")
 @click.option("--device", default=Study.device, show_default=True, help="torch device.")
-@click.option("--dtype", default=Study.dtype, show_default=True, help="Model dtype.")
+@click.option("--dtype", default=Study.dtype, show_default=True, type=click.Choice(DTYPES), help="Model dtype.")
+@click.option("--quantize", default="none", show_default=True, type=click.Choice(QUANTIZATIONS), help="Score (and train presets on) the model with int8 linear layers (its own score cache).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Score cache folder [default: <cache dir>/scores].")
 @click.option("--methods", default=",".join(Study.methods), show_default=True, help="Learned rows, comma-separated: heads+bm25, heads+bm25+dense, bm25+dense (no head: the control), heads, soft+bm25, soft+bm25+dense (soft routing).")
 @click.option("--protocols", default=",".join(PROTOCOLS), show_default=True, help="loco: leave one collection out; pooled-cv: 5 query folds over all collections mixed.")
@@ -333,7 +335,7 @@ def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, spa
 @click.option("--jobs", default=Study.jobs, show_default=True, type=click.IntRange(min=1), help="Fit this many (method, held-out collection or fold) pairs at once, in forked processes with one torch thread each (same results).")
 @click.pass_obj
 def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude: tuple[str, ...], output_dir: Path, model: str, mode: str,
-             top_k: int, doc_max_tokens: int, batch_size: int, device: str, dtype: str, cache_dir: str | None, methods: str,
+             top_k: int, doc_max_tokens: int, batch_size: int, device: str, dtype: str, quantize: str, cache_dir: str | None, methods: str,
              protocols: str, losses: str, extra_runs: tuple[str, ...], presets_dir: Path | None, presets_exclude: tuple[str, ...],
              max_layer: int | None, jobs: int) -> None:
     """Leave-one-collection-out and pooled cross-validation of learned head weights.
@@ -368,7 +370,7 @@ def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude
     study = Study(collections=collections_path, output_dir=output_dir, methods=chosen, protocols=wanted,
                   losses=tuple(x.strip() for x in losses.split(",") if x.strip()), only=only, exclude=exclude, model=model,
                   mode=mode, top_k=top_k, doc_max_tokens=doc_max_tokens, batch_size=batch_size, device=device, dtype=dtype,
-                  cache_dir=cache_dir, extra_runs=extra, presets_dir=presets_dir, presets_exclude=presets_exclude,
+                  quantize=None if quantize == "none" else quantize, cache_dir=cache_dir, extra_runs=extra, presets_dir=presets_dir, presets_exclude=presets_exclude,
                   max_layer=max_layer, jobs=jobs, command="routehead-pyserini " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     result = run_study(study, data_dir=obj.data_dir, progress=obj.progress)
     for table in result.tables:

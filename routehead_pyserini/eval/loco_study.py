@@ -40,6 +40,7 @@ class Study:
     batch_size: int = 5
     device: str = "cpu"
     dtype: str = "float32"
+    quantize: str | None = None  # "int8": score (and train presets on) int8 linear layers
     cache_dir: str | None = None
     extra_runs: Mapping[str, str] = field(default_factory=dict)  # table row -> run path with '{collection}'
     presets_dir: Path | None = None
@@ -77,7 +78,7 @@ def run_study(study: Study, *, data_dir: str | os.PathLike | None = None, progre
     space = SearchSpace(tuple(study.losses))
     collections = select(read_collections(study.collections), study.only, study.exclude)
     settings = PromptSettings(doc_max_tokens=study.doc_max_tokens or None, mode=study.mode)
-    reranker = Reranker(study.model, "all", settings=settings, device=study.device, dtype=study.dtype,
+    reranker = Reranker(study.model, "all", settings=settings, device=study.device, dtype=study.dtype, quantize=study.quantize,
                         batch_size=study.batch_size, cache=study.cache_dir or True)
     chosen = [METHODS[m] for m in study.methods]
     data = load_pooled(collections, reranker, top_k=study.top_k, data_dir=data_dir, progress=progress,

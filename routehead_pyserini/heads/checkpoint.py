@@ -15,6 +15,7 @@ import torch
 
 from ..errors import UserError
 from ..engine.models import LoadedModel
+from ..engine.quantize import quantization_of
 from .configs import RouterError
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ def check_model(recorded: Mapping[str, Any], model: LoadedModel, *, what: str = 
 
     ``recorded``: what the file says of its LLM (:func:`model_info`'s keys; missing ones are not
     checked, an empty record is not checked at all). The same weights in another dtype (fingerprints
-    equal up to their ``|dtype`` suffix) only warn: the scores differ by rounding. Anything else that
-    differs raises ``error``, naming both models, what differs, and ``advice``.
+    ``weights|dtype[|quantisation]`` equal but for the dtype) only warn: the scores differ by rounding.
+    Anything else that differs (another quantisation included: int8 scores are not float scores)
+    raises ``error``, naming both models, what differs, and ``advice``.
     """
     if not recorded:
         return
@@ -54,6 +56,12 @@ def check_model(recorded: Mapping[str, Any], model: LoadedModel, *, what: str = 
     keys = [k for k in ("fingerprint", "layers", "heads", "hidden") if recorded.get(k) is not None and actual.get(k) is not None]
     problems = [f"{k} {recorded[k]!r} != {actual[k]!r}" for k in keys if recorded[k] != actual[k]]
     fingerprint = recorded.get("fingerprint")
+    if problems == [f"fingerprint {fingerprint!r} != {actual['fingerprint']!r}"]:
+        mine, theirs = fingerprint.split("|"), actual["fingerprint"].split("|")
+        if mine[0] == theirs[0] and mine[2:] != theirs[2:]:
+            trained, running = quantization_of(fingerprint) or "unquantised", quantization_of(actual["fingerprint"]) or "unquantised"
+            raise error(f"{what} on {trained} scores of model {recorded.get('name')!r}, and the model is loaded {running}: "
+                        f"load it with --quantize {quantization_of(fingerprint) or 'none'} (or leave --quantize out)")
     if problems == [f"fingerprint {fingerprint!r} != {actual['fingerprint']!r}"] \
             and fingerprint.split("|")[0] == actual["fingerprint"].split("|")[0]:
         logger.warning("%s on %s scores; the model runs in %s (the same weights): scores differ by rounding only",

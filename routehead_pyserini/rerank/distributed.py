@@ -90,6 +90,7 @@ class WorkerConfig:
     settings: PromptSettings = PromptSettings()
     device: str = "cpu"
     dtype: str = "float32"
+    quantize: str | None = None  # "int8": see :mod:`.engine.quantize`
     batch_size: int = 1  # pointwise candidates per forward pass (see :class:`.rerank.Reranker`)
     cpus: float = 1.0  # Ray CPUs per worker; torch runs this many threads
     gpus: float = 0.0  # Ray GPUs per worker (Ray sets CUDA_VISIBLE_DEVICES, so --device cuda is its own)
@@ -130,7 +131,7 @@ class ScoringWorker:
         torch.set_num_threads(max(1, int(config.cpus)))
         self.config = config
         self.reranker = Reranker(config.model, settings=config.settings, device=config.device, dtype=config.dtype,
-                                 cache=False, batch_size=config.batch_size)
+                                 quantize=config.quantize, cache=False, batch_size=config.batch_size)
         self.batches = 0
 
     def describe(self) -> dict:

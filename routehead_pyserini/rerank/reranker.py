@@ -62,6 +62,7 @@ from ..firststage.sources import TextSource, candidate_texts, check_run_inputs
 from ..data.trec import ranked_hits, scores_below
 from ..firststage.dense import CachedDenseScorer
 from ..engine.models import DEFAULT_MODEL, LoadedModel, load_model
+from ..engine.quantize import QuantizeError, resolve as resolve_quantization
 from ..heads.checkpoint import check_model
 from .results import RankedDocument, Ranking
 from .settings import (DEFAULT_TOP_K, ENFORCED, SETTING_DEFAULTS, SINGLE_ORDERS, PromptSettings, default_batch_size,
@@ -139,13 +140,14 @@ class Reranker:
         settings: PromptSettings = PromptSettings(),
         device: str = "cpu",
         dtype: str = "float32",
+        quantize: str | None = None,
         cache: bool | str = True,
         router=None,
         batch_size: int | None = None,
         share_prefix: bool = True,
         top_k: int = DEFAULT_TOP_K,
     ):
-        self.model = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+        self.model = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype, quantize=quantize)
         self.head_set = heads if isinstance(heads, HeadSet) else parse_heads(heads)
         check_head_set_model(self.head_set, self.model)  # learned weights: this very model
         self.head_set.check_shape(self.model.spec.shape)
@@ -197,12 +199,13 @@ class Reranker:
         return cls._trained(model, head_set, recorded_settings(head_set), f"head set {heads!s:.60}", **kwargs)
 
     @classmethod
-    def from_router(cls, path: str, model=DEFAULT_MODEL, *, device: str = "cpu", dtype: str = "float32", **kwargs) -> Reranker:
+    def from_router(cls, path: str, model=DEFAULT_MODEL, *, device: str = "cpu", dtype: str = "float32",
+                    quantize: str | None = None, **kwargs) -> Reranker:
         """RouteHead: a router file (``routehead-pyserini train``/``train-soft-router``); each query
         gets its own head set. The router's recorded prompt settings are used."""
         from ..heads.loading import load_any_router
 
-        loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+        loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype, quantize=quantize)
         router = load_any_router(path, model=loaded)
         return cls._trained(loaded, None, trained_with(getattr(router, "prompt_settings", None)), f"router {path}", router=router,
                             **kwargs)
@@ -214,6 +217,11 @@ class Reranker:
         if top_k is not None:
             explicit["top_k"] = top_k
         chosen, k = trained_settings(recorded, explicit, origin, max_context=None if settings is None else settings.max_context)
+        if isinstance(heads, HeadSet) and not isinstance(model, LoadedModel):
+            try:  # load the model as the file was trained: int8 weights for an int8 preset
+                kwargs["quantize"] = resolve_quantization(kwargs.get("quantize"), heads.model_fingerprint, origin)
+            except QuantizeError as error:
+                raise RerankError(str(error)) from None
         return cls(model, heads, settings=chosen, top_k=k, **kwargs)
 
     def _orders(self) -> tuple[str, ...]:

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,22 +23,9 @@ from click.testing import CliRunner
 
 from routehead_pyserini.cli import main
 
+from bad_cases import Case, case
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Case:
-    """One bad input: the command line (``{name}`` fields filled from the fixture's paths) and a
-    regular expression the message must match."""
-
-    id: str
-    input: str
-    args: tuple[str, ...]
-    message: str
-
-
-def case(id: str, input: str, args: str, message: str) -> Case:
-    return Case(id, input, tuple(args.split()), message)
 
 
 CASES = [
