@@ -13,7 +13,7 @@ import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator, Sequence
 
 from .errors import UserError
 
@@ -88,10 +88,35 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         handle.write(data)
 
 
+def check_replaceable(folder: str | os.PathLike[str], *, marker: str, own: Callable[[str], bool], kind: str,
+                      inputs: Sequence[str | os.PathLike[str]] = ()) -> None:
+    """Refuse to replace ``folder`` unless it is recognisably an output of this package's own
+    ``kind``: it holds the ``marker`` file this package writes, every entry's name passes ``own``,
+    and none of ``inputs`` lies inside it. Nothing else is ever deleted by ``--overwrite``."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise OutputError(f"{folder} is a file, not a {kind} folder: --overwrite only replaces a {kind} built by routehead-pyserini")
+    resolved = folder.resolve()
+    for item in inputs:
+        if Path(item).exists() and Path(item).resolve().is_relative_to(resolved):
+            raise OutputError(f"the input {item} lies inside {folder}, which --overwrite would replace: "
+                              f"choose another folder for the {kind}")
+    if not (folder / marker).is_file():
+        raise OutputError(f"{folder} is not a {kind} built by routehead-pyserini (no {marker}): --overwrite only replaces "
+                          "those; remove the folder yourself or choose another one")
+    foreign = sorted(entry.name for entry in folder.iterdir() if entry.name != marker and not own(entry.name))
+    if foreign:
+        raise OutputError(f"{folder} holds {len(foreign)} file(s) that are not part of a {kind} (e.g. {foreign[0]}): "
+                          "--overwrite would delete them; move them out first")
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``path``; on success it replaces ``path`` (an existing
-    folder there is removed first), on any error it is deleted and ``path`` is left as it was."""
+    folder there is removed first: callers check it with :func:`check_replaceable`), on any error
+    it is deleted and ``path`` is left as it was."""
     import shutil
 
     path = Path(path)

@@ -1,8 +1,9 @@
 """The ``routehead-pyserini`` group: global options (data folder, logging, threads), the context
-every command receives, and one clear line instead of a traceback for the package's expected errors."""
+every command receives, and one clear line instead of a traceback for every error."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,6 @@ logger = logging.getLogger("routehead_pyserini")
 
 POSITIVE = click.IntRange(min=1)  # counts: --top-k, --hits, --threads, --epochs...
 FOLDS = click.IntRange(min=2)  # cross-validation needs a held-out fold
-FRACTION = click.FloatRange(0, 1, max_open=True)  # [0, 1)
 MEASURE_HELP = "Measure, repeatable: nDCG@10, MAP@100, R@100, MRR@10, P@10, MAP, nDCG."
 
 
@@ -72,19 +72,47 @@ def _sigterm_as_interrupt(ctx: click.Context) -> None:
 
 
 class FriendlyGroup(click.Group):
-    """Turn the package's expected errors into one clear line and exit status 2, not a traceback."""
+    """Every error ends as one line on stderr (``Error: ...``, exit 1), its traceback logged at DEBUG:
+    the package's UserErrors, OSErrors of paths, Java, out-of-memory and CUDA errors said as what to
+    change, anything else as an internal error (a bug). Click's usage errors (exit 2), Ctrl-C and
+    SIGTERM (``Aborted!``) and exits pass through."""
 
     def invoke(self, ctx: click.Context):
         from ..errors import UserError
 
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except UserError as exc:
             logger.debug("failed", exc_info=True)
             raise click.ClickException(str(exc)) from exc
-        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-            logger.debug("failed", exc_info=True)  # a path the user gave (or a folder they cannot write)
-            raise click.ClickException(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)) from exc
+        except Exception as exc:
+            logger.debug("failed", exc_info=True)
+            raise click.ClickException(describe_error(exc)) from exc
+
+
+_CUDA_UNAVAILABLE = re.compile(r"not compiled with CUDA|no NVIDIA driver|no CUDA GPUs|CUDA.*(not available|unavailable|initiali[sz]|driver)", re.I)
+
+
+def describe_error(exc: Exception) -> str:
+    """One line for an exception that is not a :class:`UserError`: what to change where the type
+    says it (a path, Java, memory, CUDA), else an internal error to report."""
+    from ..errors import os_error_message
+    from ..firststage.jvm import is_java_exception, java_message
+
+    text = str(exc).strip()
+    first = " ".join(text.splitlines()[0].split())[:300] if text else ""
+    torch = sys.modules.get("torch")  # never imported here: only an error it raised can be its type
+    if isinstance(exc, OSError):  # a path the user gave, a full disk, a folder they cannot write
+        return os_error_message(exc)
+    if is_java_exception(exc):
+        return f"{java_message(exc)} (from Lucene/Anserini): check --index and the search options; --log-level DEBUG shows the Java trace"
+    if isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ()))):
+        return f"out of memory{f' ({first})' if first else ''}: lower --batch-size/--top-k/--doc-max-tokens"
+    if isinstance(exc, (RuntimeError, AssertionError)) and _CUDA_UNAVAILABLE.search(text):
+        return f"CUDA is not usable here ({first}): use --device cpu, or a machine with a CUDA GPU and a CUDA build of torch"
+    return f"internal error: {type(exc).__name__}: {first} (a bug: please report it; --log-level DEBUG shows the traceback)"
 
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

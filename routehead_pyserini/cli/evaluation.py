@@ -2,12 +2,14 @@
 (the control) and ``heads`` (what head sets and routers pick)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from ..pipeline.stage_io import pipeline_io
 from .app import MEASURE_HELP, POSITIVE, Context, main
+from .types import WORD
 
 
 def _report_files(folder: str, _settings) -> list[str]:
@@ -54,9 +56,15 @@ def evaluate(obj: Context, runs: tuple[str, ...], qrels: str, baseline: str | No
     parsed = [parse_measure(m) for m in (measures or DEFAULT_MEASURES)]
     judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))
     paths = [lookup(r, "run", obj.data_dir) for r in runs]
+    _check_distinct(runs, paths)
     if baseline is not None and baseline not in runs:
-        paths.insert(0, lookup(baseline, "run", obj.data_dir))
-        runs = (baseline, *runs)
+        base_path = lookup(baseline, "run", obj.data_dir)
+        same = [r for r, p in zip(runs, paths) if _same_file(p, base_path)]
+        if same:
+            baseline = same[0]  # --baseline names one of RUNS by another path
+        else:
+            paths.insert(0, base_path)
+            runs = (baseline, *runs)
     names = _run_names(runs, paths)
     evaluations = evaluate_runs([(name, read_run(path)) for name, path in zip(names, paths)], judgements, parsed,
                                 relevance_level=relevance_level, complete=complete, top_k=top_k, common_queries=common_queries,
@@ -94,6 +102,23 @@ def _write_report_dir(obj: Context, report, report_dir: Path, *, qrels: str, rel
                  static_path=heads_path)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a == b or os.path.samefile(a, b)  # symbolic and hard links too
+    except OSError:
+        return False
+
+
+def _check_distinct(given: tuple[str, ...], paths: list[Path]) -> None:
+    """Each run once: the same file twice (by another path, a link, a registered name) would be
+    compared with itself under two names."""
+    for i, path in enumerate(paths):
+        for j in range(i):
+            if _same_file(paths[j], path):
+                how = "given twice" if given[i] == given[j] else f"the same file as {given[j]}"
+                raise click.UsageError(f"run {given[i]} is {how}: give each run once (--baseline may name one of them)")
+
+
 def _run_names(given: tuple[str, ...], paths: list[Path]) -> list[str]:
     """Short unique names: file stems, or the given strings where stems collide."""
     stems = [p.name[: -len(".trec")] if p.name.endswith(".trec") else p.stem for p in paths]
@@ -106,15 +131,16 @@ def _run_names(given: tuple[str, ...], paths: list[Path]) -> list[str]:
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="TREC run to write.")
 @click.option("--top-k", default=None, type=POSITIVE, help="Shuffle only the first K hits of each query (the rest keep their order) [default: all].")
 @click.option("--seed", default=0, show_default=True, help="Seed; the order of a query depends only on (seed, qid).")
+@click.option("--run-tag", default=None, type=WORD, help="Last column of the run [default: random-seed<SEED>].")
 @click.pass_obj
-def random_order_cmd(obj: Context, run: str, output: Path, top_k: int | None, seed: int) -> None:
+def random_order_cmd(obj: Context, run: str, output: Path, top_k: int | None, seed: int, run_tag: str | None) -> None:
     """Write a random order of a run's candidates: the control every results table carries."""
     from ..data.controls import random_order
     from ..data.registry import lookup
     from ..data.trec import read_run, write_run
 
     shuffled = random_order(read_run(lookup(run, "run", obj.data_dir)), seed=seed, top_k=top_k)
-    write_run(shuffled, output, tag=f"random-seed{seed}")
+    write_run(shuffled, output, tag=run_tag or f"random-seed{seed}")
     click.echo(f"wrote a random order of {len(shuffled)} queries to {output}")
 
 
@@ -141,12 +167,13 @@ def heads_cmd(obj: Context, source: str, topics: str | None, run_name: str | Non
     from ..eval import plots
     from ..heads.head_set import read_head_set
     from ..data.registry import lookup
+    from ..data.trec import UTF8_BOM
     from ..eval.routing_stats import describe_head_set, describe_routing, route_topics
 
     static = read_head_set(overlay) if overlay else None
     with open(source, "rb") as handle:  # head-set files are JSON; router files are torch archives
         start = handle.read(64)
-    head_set = read_head_set(source) if start.lstrip().startswith(b"{") else None
+    head_set = read_head_set(source) if start.removeprefix(UTF8_BOM).lstrip().startswith(b"{") else None
     if head_set is None:
         from ..heads.checkpoint import sniff_router_file
 

@@ -7,6 +7,7 @@ import click
 
 from ..pipeline.stage_io import pipeline_io
 from .app import POSITIVE, Context, main
+from .types import NON_NEGATIVE, UNIT, WORD
 
 
 @main.command()
@@ -72,10 +73,10 @@ def index(obj: Context, corpus: str, index_dir: Path, name: str | None, threads:
 @click.option("--topics", default=None, help="Topics file (TSV, BEIR JSONL, TREC) or registry name [default: the --index name's topics].")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="TREC run to write.")
 @click.option("--hits", default=1000, show_default=True, type=POSITIVE, help="Documents per query.")
-@click.option("--k1", default=0.9, show_default=True, help="BM25 k1 (Pyserini's default).")
-@click.option("--b", default=0.4, show_default=True, help="BM25 b (Pyserini's default).")
+@click.option("--k1", default=0.9, show_default=True, type=NON_NEGATIVE, help="BM25 k1 (Pyserini's default; a finite number >= 0).")
+@click.option("--b", default=0.4, show_default=True, type=UNIT, help="BM25 b (Pyserini's default; 0 to 1).")
 @click.option("--threads", default=1, show_default=True, type=POSITIVE, help="Search threads.")
-@click.option("--run-tag", default="bm25", show_default=True, help="Last column of the run (--dense: 'dense' unless given).")
+@click.option("--run-tag", default="bm25", show_default=True, type=WORD, help="Last column of the run (--dense: 'dense' unless given).")
 @click.option("--dense", is_flag=True, help="Dense first stage (all-MiniLM-L6-v2 cosine, exact faiss search) instead of BM25.")
 @click.pass_obj
 def search(obj: Context, index_name: str, topics: str | None, output: Path, hits: int, k1: float, b: float, threads: int, run_tag: str, dense: bool) -> None:
@@ -91,8 +92,10 @@ def search(obj: Context, index_name: str, topics: str | None, output: Path, hits
     topic_map = read_topics(lookup(topics, "topics", obj.data_dir) if topics else _index_topics(obj, index_name))
     if dense:
         from ..firststage.dense import load_encoder
-        from ..firststage.dense_index import dense_search, resolve_dense_index
+        from ..firststage.dense_index import dense_search, read_dense_info, resolve_dense_index
 
+        if Path(index_name).expanduser().is_dir():
+            read_dense_info(Path(index_name).expanduser())  # a folder that is no dense index fails before the encoder loads
         encoder = load_encoder()
         folder = resolve_dense_index(index_name, encoder, obj.data_dir, progress=obj.progress)
         run = dense_search(folder, topic_map, encoder, hits=hits, progress=obj.progress)

@@ -13,6 +13,7 @@ from ..engine.prompt_text import DEFAULT_DOC_MAX_TOKENS
 from ..heads.configs import RouterConfig
 from ..rerank.settings import ATTENTION_NORMS, DEFAULT_TOP_K, MODES, ORDERS, POINTWISE_BATCH_SIZE, SETTING_DEFAULTS
 from .app import POSITIVE, Context, logger
+from .types import finite_range
 
 if TYPE_CHECKING:  # types only: the CLI imports torch and the JVM inside its commands
     from ..data.trec import Run
@@ -49,8 +50,8 @@ _SCORING_OPTIONS = [
     click.option("--sample-offset", default=0, show_default=True, type=click.IntRange(min=0), help="Skip the first N queries of the --sample order: --sample 100 --sample-offset 200 is disjoint from --sample 200 (a validation split)."),
     click.option("--workers", default=None, type=click.IntRange(min=1), help="Score on N Ray workers, each loading the model once (needs the ray extra: pip install 'routehead-pyserini[ray]'); the run written is identical to one process's [default: score in this process]."),
     click.option("--ray-address", default=None, help="--workers: join this Ray cluster ('auto': the one `ray start` runs on this machine, or HOST:PORT) [default: start a local Ray for this command]."),
-    click.option("--worker-cpus", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="--workers: CPUs Ray reserves per worker; torch runs that many threads."),
-    click.option("--worker-gpus", default=0.0, show_default=True, type=click.FloatRange(min=0), help="--workers: GPUs Ray reserves per worker (with --device cuda)."),
+    click.option("--worker-cpus", default=1.0, show_default=True, type=finite_range(0, min_open=True), help="--workers: CPUs Ray reserves per worker; torch runs that many threads."),
+    click.option("--worker-gpus", default=0.0, show_default=True, type=finite_range(0), help="--workers: GPUs Ray reserves per worker (with --device cuda)."),
     click.option("--worker-batch", default=2, show_default=True, type=click.IntRange(min=1), help="--workers: queries per task sent to a worker (a dead worker's task is retried on another)."),
 ]
 
@@ -128,6 +129,7 @@ def scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, route
     texts, topic_map = texts_for(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
     settings, top_k = prompt_settings_of(opts, recorded, origin, defaults)
     quantize = quantization_of_job(opts, heads, origin)
+    check_before_loading(opts, heads, router, quantize, run, topic_map)
     model = model_name  # a name, or the model a router file was checked against (loaded once)
     trained = None
     if router:
@@ -144,6 +146,32 @@ def scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, route
                             batch_size=batch_size_of(opts, settings), cache=cache_arg, router=trained)
     logger.info("scoring with %s", describe_scoring(reranker.describe()))
     return ScoringJob(reranker, run, topic_map, texts, top_k, opts["on_missing"])
+
+
+def check_before_loading(opts: dict, heads, router: str | None, quantize: str | None, run, topics) -> None:
+    """Everything that can be checked without the model, checked before it (or the bi-encoder)
+    loads: every run query has topic text, the device and dtype exist, the model is installed, a
+    trained head set or router belongs to this model (fingerprint, quantisation, shape)."""
+    from ..engine.models import peek_model
+    from ..firststage.sources import check_run_inputs
+    from ..heads.fusion import check_head_set_model
+    from ..heads.head_set import HeadSet
+
+    check_run_inputs(run, topics, opts["on_missing"])
+    identity = peek_model(opts["model"], dtype=opts["dtype"], quantize=quantize, device=opts["device"])
+    if isinstance(heads, HeadSet):
+        check_head_set_model(heads, identity)
+        if identity.spec is not None:
+            heads.check_shape(identity.spec.shape)
+    if router:
+        from ..heads.checkpoint import check_model, read_router_file
+        from ..heads.loading import check_finite
+
+        payload = read_router_file(router)
+        if isinstance(payload, dict):
+            check_finite(payload, router)
+            if isinstance(payload.get("model"), dict):
+                check_model(payload["model"], identity)
 
 
 def quantization_of_job(opts: dict, heads, origin: str) -> str | None:

@@ -8,6 +8,7 @@ import click
 
 from ..pipeline.stage_io import pipeline_io
 from .app import Context, logger, main
+from .types import WORD
 from .options import TEXT_SOURCES, check_text_source, read_candidates, check_heads, check_router, prompt_settings_of, scoring_job, texts_for, scoring_options
 
 
@@ -19,7 +20,7 @@ from .options import TEXT_SOURCES, check_text_source, read_candidates, check_hea
 @click.option("--router", "router_path", default=None, type=click.Path(exists=True, dir_okay=False), callback=lambda _c, _p, v: check_router(v), help="A router file (routehead-pyserini train, learned or --knn; train-soft-router): each query gets its own head set.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Re-ranked TREC run to write (atomically).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the per-head score cache (no resume).")
-@click.option("--run-tag", default=None, help="Last column of the run [default: routehead-<model>].")
+@click.option("--run-tag", default=None, type=WORD, help="Last column of the run [default: routehead-<model>].")
 @click.option("--method", type=click.Choice(["auto", "icr", "heads", "dense"]), default="auto", show_default=True,
               help="auto: --preset, --heads or --router when given, else the best preset for --model (else ICR with the reversed order); "
                    "icr: the paper's In-Context Re-ranking (listwise prompt, all heads); heads: --heads/--router; "
@@ -70,7 +71,7 @@ def rerank(obj: Context, preset: str | None, heads: str | None, router_path: str
     job = scoring_job(obj, opts, choice.head_set, cache=not no_cache, router=router_path, recorded=choice.recorded,
                        origin=choice.origin, defaults=choice.defaults)
     reranked, stats = job.reranker.rerank_run(job.run, job.topics, job.texts, top_k=job.top_k, on_missing=job.on_missing, progress=obj.progress)
-    write_run(reranked, output, tag=run_tag or f"routehead-{Path(str(opts['model'])).name}")
+    write_run(reranked, output, tag=run_tag or default_tag("routehead", opts["model"]))
     click.echo(f"wrote {output}: {stats.summary()}")
 
 
@@ -150,8 +151,13 @@ def _dense_rerank(obj: Context, opts: dict, dense_model: str, batch_size: int, o
     encoder = load_encoder(dense_model, device=opts["device"])
     reranked, stats = dense_rerank(encoder, run, topic_map, texts, top_k=opts["top_k"] or DEFAULT_TOP_K, on_missing=opts["on_missing"],
                                    batch_size=batch_size, progress=obj.progress)
-    write_run(reranked, output, tag=run_tag or f"dense-{Path(dense_model).name}")
+    write_run(reranked, output, tag=run_tag or default_tag("dense", dense_model))
     click.echo(f"wrote {output}: {stats.summary()}")
+
+
+def default_tag(prefix: str, model: object) -> str:
+    """``<prefix>-<model folder name>`` as one word (a model folder may hold spaces; a run line may not)."""
+    return "_".join(f"{prefix}-{Path(str(model)).name}".split())
 
 
 @main.command("presets")

@@ -13,7 +13,8 @@ from ..config import DTYPES, QUANTIZATIONS
 from ..eval.loco_study import PROTOCOLS, Study
 from ..pipeline.stage_io import pipeline_io
 from ..rerank.settings import MODES
-from .app import FOLDS, FRACTION, POSITIVE, Context, main
+from .app import FOLDS, POSITIVE, Context, main
+from .types import FRACTION, NON_NEGATIVE, IntList
 from .options import TEXT_SOURCES, batch_size_of, prompt_settings_of, ranking_data, scoring_job, fusion_options, query_embedding_options, scoring_options
 
 
@@ -60,7 +61,7 @@ def _static_files(pattern: str, settings) -> list[str]:
 @click.option("--max-size", default=SearchParams.max_size, show_default=True, type=POSITIVE, help="Largest head set searched.")
 @click.option("--normalise", type=click.Choice(NORMALISATIONS), default=SearchParams.normalise, show_default=True, help="Per-head normalisation within a query before heads are summed.")
 @click.option("--static-heads", default=None, help="Also write the QRHead-style static head set (top --static-k heads by mean single-head nDCG@10 over these queries) here; '{k}' in the path is replaced by the size.")
-@click.option("--static-k", default=str(STATIC_SET_SIZE), show_default=True, help="Size(s) of the static head set, comma-separated (1 gives the best single head).")
+@click.option("--static-k", default=str(STATIC_SET_SIZE), show_default=True, type=IntList(min=1), help="Size(s) of the static head set, comma-separated (1 gives the best single head).")
 @click.option("--random-heads", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a random head set of the mean label size here (the random-heads baseline).")
 @click.option("--random-seed", default=0, show_default=True, help="Seed of --random-heads.")
 @click.option("--random-size", default=None, type=click.IntRange(min=1), help="Size of the --random-heads set [default: the mean label-set size]; give the routed size of the router it is compared with.")
@@ -80,6 +81,10 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
 
     judgements = read_qrels(lookup(qrels, "qrels", obj.data_dir))  # a bad file fails before the model loads
     job = scoring_job(obj, opts)
+    heads = job.reranker.model.spec.num_layers * job.reranker.model.spec.num_heads
+    too_big = [k for k in [*map(int, static_k.split(",")), random_size or 1] if k > heads]
+    if too_big:  # before any query is scored
+        raise click.UsageError(f"--static-k/--random-size {too_big[0]}: the model has only {heads} heads")
     entries = (item.scores for item in job.reranker.iter_scores(job.run, job.topics, job.texts, top_k=job.top_k,
                                                                 on_missing=job.on_missing, progress=obj.progress)
                if item.scores is not None)
@@ -115,7 +120,7 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
 @click.option("--model", default=None, help="The LLM the labels were made with [default: the one named in the labels file].")
 @query_embedding_options
 @click.option("--head-dim", default=RouterConfig.head_dim, show_default=True, type=POSITIVE, help="Size of the per-head embeddings.")
-@click.option("--sparsity", default=RouterConfig.sparsity, show_default=True, help="Weight of the sparsity regulariser (mean routing probability).")
+@click.option("--sparsity", default=RouterConfig.sparsity, show_default=True, type=NON_NEGATIVE, help="Weight of the sparsity regulariser (mean routing probability).")
 @click.option("--epochs", default=RouterConfig.epochs, show_default=True, type=POSITIVE, help="Maximum epochs (early stopping on validation loss).")
 @click.option("--patience", default=RouterConfig.patience, show_default=True, type=POSITIVE, help="Epochs without validation improvement before stopping.")
 @click.option("--targets", type=click.Choice(["soft", "set", "tied"]), default="soft", show_default=True, help="What the router learns per training query: soft = every head's own nDCG@10 (graded, no arbitrary tie-breaks); set = the searched label set (the paper's pseudo label); tied = all heads tied at the best single-head nDCG@10.")
@@ -193,7 +198,7 @@ def train_weights_cmd(obj: Context, qrels: str | None, output: Path, loss: str, 
     from ..heads.weights import nested_cv_predictions, to_head_set, train_weights
 
     try:
-        grid = None if lambdas is None else tuple(float(v) for v in lambdas.split(","))
+        grid = None if lambdas is None else _lambda_grid(lambdas)
         config = TrainConfig(loss=loss, penalty=penalty, lambdas=grid, folds=folds, fold_seed=fold_seed, relevance_level=relevance_level)
     except ValueError as exc:
         raise click.UsageError(f"--lambdas/--folds: {exc}") from None
@@ -222,6 +227,17 @@ def train_weights_cmd(obj: Context, qrels: str | None, output: Path, loss: str, 
         click.echo(f"wrote {cv_run}: {len(data.queries)} queries, each ranked by weights trained without its fold ({outer_folds} outer folds)")
 
 
+def _lambda_grid(text: str) -> tuple[float, ...]:
+    """--lambdas: comma-separated finite numbers >= 0 (a ValueError names the bad one)."""
+    import math
+
+    grid = tuple(float(v) for v in text.split(","))
+    for value, part in zip(grid, text.split(",")):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"lambda {part.strip()!r} is not a finite number >= 0")
+    return grid
+
+
 def _train_weights_pooled(obj: Context, collections_path: str, output: Path, config, fuse: bool, fuse_dense: bool,
                           cv_run: Path | None, opts: dict) -> None:
     """``train-weights --collections``: one set of weights over every collection of the file."""
@@ -237,10 +253,10 @@ def _train_weights_pooled(obj: Context, collections_path: str, output: Path, con
     if clashes or cv_run:
         raise click.UsageError("--collections replaces --run/--index/--corpus/--candidates/--topics/--sample/--cv-run "
                                "(each collection names its own; `routehead-pyserini loco` evaluates held-out collections)")
+    collections = read_collections(collections_path)  # a bad file fails before the model loads
     settings, top_k = prompt_settings_of(opts)
     reranker = Reranker(opts["model"], "all", settings=settings, device=opts["device"], dtype=opts["dtype"], quantize=opts["quantize"],
                         batch_size=batch_size_of(opts, settings), cache=opts["cache_dir"] or True)
-    collections = read_collections(collections_path)
     data = load_pooled(collections, reranker, top_k=top_k, data_dir=obj.data_dir, dense=fuse_dense,
                        on_missing=opts["on_missing"], progress=obj.progress)
     groups = len(collections) >= 2
@@ -260,7 +276,7 @@ def _train_weights_pooled(obj: Context, collections_path: str, output: Path, con
 @click.option("--qrels", required=True, help="Qrels of the training queries (file or registry name).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Router checkpoint to write (`rerank --router`).")
 @click.option("--loss", type=click.Choice(LOSSES), default=SoftRouterConfig.loss, show_default=True, help="Ranking loss of the routed scores (as train-weights).")
-@click.option("--sparsity", default=SoftRouterConfig.sparsity, show_default=True, help="Weight of the L1 regulariser on each query's head weights (mean over queries of sum |w|).")
+@click.option("--sparsity", default=SoftRouterConfig.sparsity, show_default=True, type=NON_NEGATIVE, help="Weight of the L1 regulariser on each query's head weights (mean over queries of sum |w|).")
 @fusion_options
 @query_embedding_options
 @click.option("--head-dim", default=SoftRouterConfig.head_dim, show_default=True, type=POSITIVE, help="Size of the per-head embeddings.")
@@ -325,7 +341,7 @@ def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, spa
 @click.option("--dtype", default=Study.dtype, show_default=True, type=click.Choice(DTYPES), help="Model dtype.")
 @click.option("--quantize", default="none", show_default=True, type=click.Choice(QUANTIZATIONS), help="Score (and train presets on) the model with int8 linear layers (its own score cache).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Score cache folder [default: <cache dir>/scores].")
-@click.option("--methods", default=",".join(Study.methods), show_default=True, help="Learned rows, comma-separated: heads+bm25, heads+bm25+dense, bm25+dense (no head: the control), heads, soft+bm25, soft+bm25+dense (soft routing).")
+@click.option("--methods", default=",".join(Study.methods), show_default=True, help="Learned rows, comma-separated: heads+bm25, heads+bm25+dense, bm25+dense (no head: the control), heads, static top-16, soft+bm25, soft+bm25+dense (soft routing), routehead, routehead+bm25 (RouteHead hard routing).")
 @click.option("--protocols", default=",".join(PROTOCOLS), show_default=True, help="loco: leave one collection out; pooled-cv: 5 query folds over all collections mixed.")
 @click.option("--losses", default=",".join(Study.losses), show_default=True, help="Losses inner validation chooses among.")
 @click.option("--extra-run", "extra_runs", multiple=True, metavar="ROW=PATTERN", help="Another row from existing runs, '{collection}' in the path: 'ICR listwise=runs/icr/{collection}.trec' (repeatable).")

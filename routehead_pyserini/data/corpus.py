@@ -10,7 +10,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..errors import UserError
+from .checks import id_problem
 from .trec import EmptyInputError, TrecFormatError, iter_jsonl
+
+
+class CorpusError(UserError, ValueError):
+    """A corpus that cannot be read as one set of documents (a document id given twice)."""
 
 
 @dataclass(frozen=True)
@@ -43,14 +49,35 @@ def parse_document(obj: dict) -> Document:
 
 def read_corpus(path: str | os.PathLike[str]) -> Iterator[Document]:
     """Stream the documents of a JSONL corpus, naming file and line on a malformed one; a corpus
-    without documents is an error."""
-    count = 0
+    without documents is an error, and so is a document id that is not a string or an integer, is
+    empty, holds whitespace (TREC run lines are split on whitespace) or comes twice."""
+    seen: set[str] = set()
     for line_no, obj, line in iter_jsonl(path):
         try:
             document = parse_document(obj)
         except (KeyError, AttributeError, TypeError) as exc:
             raise TrecFormatError(path, line_no, f"not a document: {exc}", line) from None
-        count += 1
+        raw_id = obj["_id"] if "_id" in obj else obj["id"] if "id" in obj and "contents" in obj else obj["docid"]
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+            raise TrecFormatError(path, line_no, f"document id {raw_id!r} is not a string or an integer", line)
+        problem = id_problem(document.docid)
+        if problem:
+            raise TrecFormatError(path, line_no, f"document id {document.docid!r} {problem}", line)
+        if document.docid in seen:
+            first = _first_line_of(path, document.docid)
+            raise CorpusError(f"{path}: duplicate document id {document.docid!r} (lines {first} and {line_no})")
+        seen.add(document.docid)
         yield document
-    if not count:
+    if not seen:
         raise EmptyInputError(path, "documents")
+
+
+def _first_line_of(path: str | os.PathLike[str], docid: str) -> int:
+    """The first line of ``path`` holding document ``docid`` (read again only to name it in an error)."""
+    for line_no, obj, _ in iter_jsonl(path):
+        try:
+            if parse_document(obj).docid == docid:
+                return line_no
+        except (KeyError, AttributeError, TypeError):
+            continue
+    return 0

@@ -25,6 +25,7 @@ import yaml
 from .. import config
 from ..files import atomic_write_text
 from ..errors import UserError
+from .checks import load_yaml, yaml_error
 from .trec import read_text
 
 logger = logging.getLogger(__name__)
@@ -85,9 +86,9 @@ def _load_yaml(path: Path) -> dict[str, dict[str, str]]:
     if not path.exists():
         return {}
     try:
-        raw = yaml.safe_load(read_text(path)) or {}
-    except yaml.YAMLError as exc:
-        raise RegistryError(f"{path}: invalid YAML: {exc}") from exc
+        raw = load_yaml(read_text(path)) or {}
+    except yaml.YAMLError as exc:  # a key given twice is one too: it names the line
+        raise RegistryError(f"{path}: invalid YAML{yaml_error(exc)}") from None
     if not isinstance(raw, dict):
         raise RegistryError(f"{path}: expected a mapping of names to entries")
     for name, entry in raw.items():
@@ -96,6 +97,9 @@ def _load_yaml(path: Path) -> dict[str, dict[str, str]]:
         unknown = set(entry) - set(FIELDS)
         if unknown:
             raise RegistryError(f"{path}: entry {name!r} has unknown keys {sorted(unknown)}; allowed: {', '.join(FIELDS)}")
+        for key, value in entry.items():
+            if value is not None and not isinstance(value, str):
+                raise RegistryError(f"{path}: entry {name!r}: {key} must be a path (a string), got {value!r}")
     return raw
 
 

@@ -9,10 +9,12 @@ Runs
     written by Pyserini keeps its order. (``trec_eval`` itself breaks ties by docid, descending;
     :func:`count_ties` tells you when that matters.)
     A duplicate ``(qid, docid)`` keeps its first line and is counted (``trec_eval`` would keep the
-    last); pass ``strict=True`` to make duplicates an error. A non-numeric score or rank is an error
-    that names the file and line.
+    last); pass ``strict=True`` to make duplicates an error. A score that is not a finite number
+    (``nan``, ``inf``, ``1e999``) or a rank that is not an integer is an error that names the file
+    and line.
     Writing renumbers ranks 1..n in the given order and prints scores with ``repr`` precision (the
-    shortest text that reads back as the same float), so the same run gives the same bytes.
+    shortest text that reads back as the same float), so the same run gives the same bytes; it
+    refuses a non-finite score and an id that is empty or holds whitespace (:class:`RunWriteError`).
 
 Qrels
     TREC (``qid iter docid rel``) or BEIR TSV (``query-id<TAB>corpus-id<TAB>score`` with a header),
@@ -21,7 +23,11 @@ Qrels
 
 Topics
     TSV (``qid<TAB>text``), BEIR JSONL (``{"_id":..., "text":...}``) or a TREC topics file
-    (``<top><num> Number: ...<title> ...``), told apart by content. Order is kept.
+    (``<top><num> Number: ...<title> ...``), told apart by content. Order is kept. A query id seen
+    twice, or one with whitespace, is an error naming the line(s).
+
+Every file is read as UTF-8 (:func:`iter_lines`, :func:`read_text`: other bytes are an error naming
+the line); a UTF-8 byte-order mark at its start is dropped.
 """
 from __future__ import annotations
 
@@ -35,12 +41,15 @@ from dataclasses import dataclass, field
 
 from ..files import atomic_open
 from ..errors import UserError
+from .checks import id_problem
 from collections.abc import Sequence
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
+UTF8_BOM = b"\xef\xbb\xbf"
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 class TrecFormatError(UserError, ValueError):
@@ -65,9 +74,15 @@ class EmptyInputError(UserError, ValueError):
 
 def iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
     """``(line number, text)`` of each line of a UTF-8 file; bytes that are not UTF-8 are an error
-    naming the file and line (a binary, compressed or differently encoded file)."""
+    naming the file and line (a binary, compressed or differently encoded file). A UTF-8 byte-order
+    mark at the start is dropped (so a first id never starts with ``\\ufeff``); a UTF-16 one is an error."""
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
+            if line_no == 1:
+                if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    raise TrecFormatError(path, 1, f"not UTF-8 text but UTF-16 (it starts with the byte-order mark "
+                                                   f"0x{raw[0]:02x} 0x{raw[1]:02x}); save it as UTF-8")
+                raw = raw.removeprefix(UTF8_BOM)
             try:
                 yield line_no, raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -124,18 +139,28 @@ class Run:
 
 
 def _parse_float(text: str, path: PathLike, line_no: int, line: str, what: str) -> float:
+    """A finite float: not a number, NaN and infinities (``inf``, ``1e999``) are errors naming the line."""
     try:
         value = float(text)
     except ValueError:
         raise TrecFormatError(path, line_no, f"{what} {text!r} is not a number", line) from None
     if math.isnan(value):
-        raise TrecFormatError(path, line_no, f"{what} is NaN", line)
+        raise TrecFormatError(path, line_no, f"{what} is NaN, not a finite number", line)
+    if math.isinf(value):
+        raise TrecFormatError(path, line_no, f"{what} is not finite ({text!r} reads as {value})", line)
     return value
+
+
+def _parse_int(text: str, path: PathLike, line_no: int, line: str, what: str) -> int:
+    """An integer written in ASCII digits (``1.0``, ``1e3`` and ``nan`` are errors naming the line)."""
+    if not _INTEGER.fullmatch(text):
+        raise TrecFormatError(path, line_no, f"{what} {text!r} is not an integer", line)
+    return int(text)
 
 
 def read_run(path: PathLike, *, strict: bool = False) -> Run:
     """Read a TREC run file (see the module docstring for ordering and duplicate rules)."""
-    rows: dict[str, list[tuple[float, float, str]]] = {}
+    rows: dict[str, list[tuple[float, int, str]]] = {}
     seen: set[tuple[str, str]] = set()
     duplicates = 0
     for line_no, line in iter_lines(path):
@@ -145,7 +170,7 @@ def read_run(path: PathLike, *, strict: bool = False) -> Run:
         if len(parts) != 6:
             raise TrecFormatError(path, line_no, f"expected 6 fields 'qid Q0 docid rank score tag', got {len(parts)}", line)
         qid, _, docid, rank_text, score_text, _ = parts
-        rank = _parse_float(rank_text, path, line_no, line, "rank")
+        rank = _parse_int(rank_text, path, line_no, line, "rank")
         score = _parse_float(score_text, path, line_no, line, "score")
         if (qid, docid) in seen:
             if strict:
@@ -170,15 +195,41 @@ def format_score(score: float) -> str:
     return repr(float(score))
 
 
+class RunWriteError(UserError, ValueError):
+    """A run that cannot be written as TREC lines: a non-finite score, an id with whitespace, a bad tag."""
+
+
 def write_run(run: Run | Mapping[str, list[Hit]], path: PathLike, tag: str = "routehead") -> None:
-    """Write ``run`` atomically, ranks 1..n in the order given, queries in insertion order."""
+    """Write ``run`` atomically, ranks 1..n in the order given, queries in insertion order.
+
+    Refuses (before anything is written) a tag that is not one word, an empty id or one with
+    whitespace, and a score that is not finite: trec_eval would read another run than the one meant.
+    """
     hits_by_qid = run.hits if isinstance(run, Run) else run
-    if any(ch.isspace() for ch in tag) or not tag:
-        raise ValueError(f"run tag must be one non-empty word, got {tag!r}")
+    if not tag or any(ch.isspace() for ch in tag):
+        raise RunWriteError(f"run tag must be one non-empty word, got {tag!r}")
+    for qid, hits in hits_by_qid.items():
+        _check_hits(qid, hits)
     with atomic_open(path) as handle:
         for qid, hits in hits_by_qid.items():
             for rank, hit in enumerate(hits, start=1):
                 handle.write(f"{qid} Q0 {hit.docid} {rank} {format_score(hit.score)} {tag}\n")
+
+
+def _check_hits(qid: str, hits: Sequence[Hit]) -> None:
+    problem = id_problem(qid)
+    if problem:
+        raise RunWriteError(f"cannot write a run: query id {qid!r} {problem}")
+    docids = [hit.docid for hit in hits]
+    if " ".join(docids).split() != docids:  # one C-speed test; the loop below only finds the culprit
+        for docid in docids:
+            problem = id_problem(docid)
+            if problem:
+                raise RunWriteError(f"cannot write a run: query {qid}: document id {docid!r} {problem}")
+    scores = np.asarray([hit.score for hit in hits], dtype=np.float64)
+    if not np.isfinite(scores).all():
+        bad = hits[int(np.flatnonzero(~np.isfinite(scores))[0])]
+        raise RunWriteError(f"cannot write a run: query {qid}, document {bad.docid}: score {bad.score} is not finite")
 
 
 def count_ties(run: Run) -> int:
@@ -213,10 +264,11 @@ def read_qrels(path: PathLike) -> Qrels:
             if len(parts) != 4:
                 raise TrecFormatError(path, line_no, f"expected 4 fields 'qid iter docid relevance', got {len(parts)}", line)
             qid, _, docid, rel_text = parts
-        try:
-            rel = int(rel_text)
-        except ValueError:
-            raise TrecFormatError(path, line_no, f"relevance {rel_text!r} is not an integer", line) from None
+        rel = _parse_int(rel_text, path, line_no, line, "relevance")
+        for what, value in (("query id", qid), ("document id", docid)):
+            problem = id_problem(value)  # BEIR TSV fields may hold spaces; a run's never do
+            if problem:
+                raise TrecFormatError(path, line_no, f"{what} {value!r} {problem}", line)
         judged = qrels.setdefault(qid, {})
         if docid in judged:
             duplicates += 1
@@ -260,15 +312,29 @@ def read_topics(path: PathLike) -> Topics:
 
 def _read_trec_topics(path: PathLike, text: str) -> Topics:
     topics: Topics = {}
-    for block in _TREC_TOPIC.findall(text):
+    lines: dict[str, int] = {}
+    for match in _TREC_TOPIC.finditer(text):
+        block = match.group(1)
+        line_no = text.count("\n", 0, match.start()) + 1
         num, title = _TREC_NUM.search(block), _TREC_TITLE.search(block)
         if not num or not title or not title.group(1).strip():
-            line_no = text[: text.find(block)].count("\n") + 1
             raise TrecFormatError(path, line_no, "TREC topic without <num> or <title>")
-        topics[num.group(1)] = " ".join(title.group(1).split())
+        _add_topic(topics, lines, path, line_no, num.group(1), " ".join(title.group(1).split()))
     if not topics:
         raise TrecFormatError(path, 1, "no <top> blocks found")
     return topics
+
+
+def _add_topic(topics: Topics, lines: dict[str, int], path: PathLike, line_no: int, qid: str, query: str,
+               line: str | None = None) -> None:
+    """Add one topic; an id that cannot be written on a run line, or one seen before, is an error."""
+    problem = id_problem(qid)
+    if problem:
+        raise TrecFormatError(path, line_no, f"query id {qid!r} {problem}", line)
+    if qid in lines:
+        raise TrecFormatError(path, line_no, f"duplicate query id {qid!r} (first at line {lines[qid]})", line)
+    lines[qid] = line_no
+    topics[qid] = query
 
 
 def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict, str]]:
@@ -287,29 +353,33 @@ def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict, str]]:
 
 def _read_jsonl_topics(path: PathLike) -> Topics:
     topics: Topics = {}
+    lines: dict[str, int] = {}
     for line_no, obj, line in iter_jsonl(path):
         qid = obj.get("_id", obj.get("qid", obj.get("id")))
         query = obj.get("text", obj.get("query", obj.get("title")))
         if qid is None or not isinstance(query, str):
             raise TrecFormatError(path, line_no, "a topic needs '_id' (or 'qid') and 'text' (or 'query')", line)
+        if isinstance(qid, bool) or not isinstance(qid, (str, int)):
+            raise TrecFormatError(path, line_no, f"query id {qid!r} is not a string or an integer", line)
         if not query.strip():
             raise TrecFormatError(path, line_no, f"query {qid} has empty text", line)
-        topics[str(qid)] = query
+        _add_topic(topics, lines, path, line_no, str(qid), query, line)
     return topics
 
 
 def _read_tsv_topics(path: PathLike, text: str) -> Topics:
     topics: Topics = {}
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    lines: dict[str, int] = {}
+    for line_no, line in enumerate(text.split("\n"), start=1):  # the line numbers of iter_lines
         if not line.strip():
             continue
-        parts = line.split("\t")
+        parts = line.rstrip("\r").split("\t")
         if len(parts) < 2 or not parts[0].strip():
             raise TrecFormatError(path, line_no, "expected 'qid<TAB>query text'", line)
         query = "\t".join(parts[1:]).strip()
         if not query:
             raise TrecFormatError(path, line_no, f"query {parts[0].strip()} has empty text", line)
-        topics[parts[0].strip()] = query
+        _add_topic(topics, lines, path, line_no, parts[0].strip(), query, line)
     return topics
 
 

@@ -40,6 +40,7 @@ DEFAULT_MODEL = config.DEFAULT_MODEL
 # Bump when the converted folder layout changes, so old conversions are not reused.
 CONVERSION_FORMAT = 1
 _SLIDING_TYPE = "sliding_attention"
+GGUF_MAGIC = b"GGUF"
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 
@@ -150,11 +151,7 @@ def load_model(
     ``quantize``: ``"int8"`` replaces the decoder's linear layers by int8 ones (:mod:`.quantize`); it is
     part of the fingerprint, so its scores, caches and trained files are its own.
     """
-    torch_dtype = _resolve_dtype(dtype)
-    try:
-        quantize = normalise(quantize)
-    except QuantizeError as error:
-        raise ModelLoadError(str(error)) from None
+    torch_dtype, quantize = _load_options(device, dtype, quantize)
     if torch.device(device).type == "cpu" and torch_dtype != torch.float32:
         logger.warning("dtype %s on CPU is usually much slower than float32", torch_dtype)
     started = time.perf_counter()
@@ -175,6 +172,74 @@ def load_model(
                        name=name_or_path, source=str(folder))
 
 
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What can be known of a model without loading its weights (:func:`peek_model`): enough to
+    check a trained file against it before any slow step. ``None``: not knowable cheaply."""
+
+    name: str
+    fingerprint: str | None
+    spec: ModelSpec | None
+    hidden_size: int | None
+
+
+def peek_model(name_or_path: str = DEFAULT_MODEL, *, dtype: str = "float32", quantize: str | None = None,
+               device: str = "cpu") -> ModelIdentity:
+    """The fingerprint :func:`load_model` will give ``name_or_path`` and, when its config is on disk,
+    its architecture, without loading weights; also the checks that need no model (a package that is
+    not installed, a missing file, a file that is not GGUF, a device that does not exist, a bad dtype).
+    A hub name is not looked up (its fingerprint needs the hub): fingerprint and spec are ``None``."""
+    torch_dtype, quantize = _load_options(device, dtype, quantize)
+    suffix = f"|{str(torch_dtype).removeprefix('torch.')}{fingerprint_suffix(quantize)}"
+    path = Path(name_or_path).expanduser()
+    folder = identity_ = None
+    if name_or_path in ALIASES:
+        key, _ = _alias_key(ALIASES[name_or_path])
+        folder, identity_ = config.cache_dir() / "models" / key, f"{name_or_path}:{key}"
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        key, identity_ = _gguf_key(path)
+        folder = config.cache_dir() / "models" / key
+    elif path.is_dir():
+        folder, identity_ = path, f"local:{path.resolve().name}:{_folder_digest(path)}"
+    elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelLoadError(f"model folder not found: {path}")
+    spec = hidden = None
+    if folder is not None and (folder / "config.json").is_file():
+        from transformers import AutoConfig
+
+        model_config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        spec = ModelSpec.from_config(model_config)
+        hidden = int(model_config.get_text_config(decoder=True).hidden_size)
+    return ModelIdentity(name_or_path, None if identity_ is None else identity_ + suffix, spec, hidden)
+
+
+def _load_options(device: str | torch.device, dtype: str | torch.dtype, quantize: str | None) -> tuple[torch.dtype, str | None]:
+    """The checked device, dtype and quantisation of a load (each a clear error when it cannot be)."""
+    _check_device(device)
+    try:
+        return _resolve_dtype(dtype), normalise(quantize)
+    except QuantizeError as error:
+        raise ModelLoadError(str(error)) from None
+
+
+def _check_device(device: str | torch.device) -> None:
+    """A CUDA device on a machine (or a torch build) without one is a clear error, before anything loads."""
+    try:
+        kind = torch.device(device)
+    except RuntimeError as error:
+        raise ModelLoadError(f"--device {device!r}: {str(error).splitlines()[0]}") from None
+    if kind.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+        raise ModelLoadError(f"--device {device}: no CUDA device is available here (torch {torch.__version__}, {build}); "
+                             "use --device cpu")
+    if kind.type == "cuda" and kind.index is not None and kind.index >= torch.cuda.device_count():
+        raise ModelLoadError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if kind.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ModelLoadError(f"--device {device}: use cpu or cuda[:N]")
+
+
 def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -190,10 +255,6 @@ def _resolve_source(name: str, gguf_file: str | None) -> tuple[str, bool, str]:
     if name in ALIASES and gguf_file is None:
         folder = _converted_alias(ALIASES[name])
         return str(folder), True, f"{name}:{folder.name}"
-    if name.lower().startswith(("qwen2.5-coder", "smollm", "gemma3-")) and not Path(name).expanduser().exists():
-        close = [alias for alias in ALIASES if alias.split("-")[0] in name.lower()]
-        if close:  # a misspelt alias must not be sent to the hub as a repository name
-            raise ModelLoadError(f"unknown model alias {name!r}; the packaged models are: {', '.join(ALIASES)}")
     path = Path(name).expanduser()
     if gguf_file is not None:
         gguf_path = path / gguf_file if path.is_dir() else _download_hub_file(name, gguf_file)
@@ -209,11 +270,21 @@ def _resolve_source(name: str, gguf_file: str | None) -> tuple[str, bool, str]:
     return _hub_source(name)
 
 
-def _gguf_source(gguf_path: Path) -> tuple[str, bool, str]:
+def _gguf_key(gguf_path: Path) -> tuple[str, str]:
+    """(converted folder name, identity) of a GGUF file; a file that is not GGUF is a clear error."""
+    with gguf_path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != GGUF_MAGIC:
+        raise ModelLoadError(f"{gguf_path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r}); "
+                             "give a .gguf model file, a model folder or a packaged model name")
     digest = _quick_file_digest(gguf_path)
-    key = f"gguf-{gguf_path.stem}-{_short_hash(digest, CONVERSION_FORMAT)}"
-    folder = _converted(key, lambda _scratch: gguf_path, provenance={"gguf": str(gguf_path), "digest": digest})
-    return str(folder), True, f"gguf:{gguf_path.name}:{digest[:16]}"
+    return f"gguf-{gguf_path.stem}-{_short_hash(digest, CONVERSION_FORMAT)}", f"gguf:{gguf_path.name}:{digest[:16]}"
+
+
+def _gguf_source(gguf_path: Path) -> tuple[str, bool, str]:
+    key, identity = _gguf_key(gguf_path)
+    folder = _converted(key, lambda _scratch: gguf_path, provenance={"gguf": str(gguf_path), "identity": identity})
+    return str(folder), True, identity
 
 
 def _hub_source(repo: str) -> tuple[str, bool, str]:
@@ -295,13 +366,18 @@ def _load_pair(source: str, dtype: torch.dtype, implementation: str, *, local_fi
     return model, tokenizer
 
 
-def _converted_alias(packaged: PackagedGGUF) -> Path:
-    """The safetensors folder for a packaged GGUF, converting it on first use."""
+def _alias_key(packaged: PackagedGGUF) -> tuple[str, tuple[str, ...]]:
+    """(converted folder name, weights identity) of a packaged model; a missing package is an error."""
     try:
         weights = identity(packaged)  # the checked sha256, or (distribution, version): the same key as ever
     except PackagedModelError as error:
         raise ModelLoadError(str(error)) from None
-    key = f"{packaged.alias}-{_short_hash(*weights, packaged.filename, CONVERSION_FORMAT)}"
+    return f"{packaged.alias}-{_short_hash(*weights, packaged.filename, CONVERSION_FORMAT)}", weights
+
+
+def _converted_alias(packaged: PackagedGGUF) -> Path:
+    """The safetensors folder for a packaged GGUF, converting it on first use."""
+    key, weights = _alias_key(packaged)
     provenance = {"alias": packaged.alias, "distributions": list(packaged.distributions), "weights": ":".join(weights),
                   "file": packaged.filename, "source": packaged.source, "license": packaged.license}
     return _converted(key, lambda scratch: locate(packaged, scratch), provenance)

@@ -40,6 +40,10 @@ class NoOverlapError(UserError, ValueError):
     """A run none of whose queries is judged: every measure would be undefined."""
 
 
+class RunNameError(UserError, ValueError):
+    """Runs of a report that share a name, or a baseline that is none of them."""
+
+
 @dataclass(frozen=True)
 class Measure:
     """A ranking measure, e.g. ``Measure("nDCG", 10)``; ``str()`` gives back ``nDCG@10``."""
@@ -359,11 +363,11 @@ def build_report(evaluations: Sequence[Evaluation], baseline: str | None = None,
     evaluations = list(evaluations)
     names = [e.run_name for e in evaluations]
     if len(set(names)) != len(names):
-        raise ValueError(f"run names must be unique, got {names}")
+        raise RunNameError(f"run names must be unique, got {names}: give each run once, under its own name")
     comparisons: dict[str, list[Comparison]] = {}
     if baseline is not None:
         base = next((e for e in evaluations if e.run_name == baseline), None)
         if base is None:
-            raise ValueError(f"baseline {baseline!r} is not one of the runs {names}")
+            raise RunNameError(f"baseline {baseline!r} is not one of the runs {names}: name one of them as the baseline")
         comparisons = {e.run_name: compare(e, base, test=test) for e in evaluations if e is not base}
     return Report(evaluations, baseline, comparisons, test)

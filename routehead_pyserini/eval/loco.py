@@ -10,6 +10,10 @@ all collections mixed into 5 folds, so a method may learn collection-specific he
 A :class:`Method` is one row of the tables: which features are fused with the heads (the BM25
 score, the bi-encoder cosine) and whether heads are used at all (the fusion-only control keeps
 none). :func:`fit` is the procedure both protocols and the shipped presets (:mod:`.presets`) run.
+Other rows choose heads differently, fitted on the same training queries only: the QRHead-style
+static top-16, soft routing (:mod:`.soft_router`) and RouteHead's hard routing
+(:mod:`.hard_routing`: pseudo labels, router, routed heads summed), the last two from each query's
+embedding by the frozen LLM.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from ..heads.features import Dataset
 from ..heads.weights import CVPoint, LearnedWeights, TrainConfig, cross_validate, lambda_grid, train_weights
 from ..heads.ndcg import ndcg_at_k
 from ..heads.soft_router import SoftRouterConfig, train_soft_router
+from ..heads.hard_routing import train_hard_routing
 from ..heads.weights import to_head_set
 
 logger = logging.getLogger(__name__)
@@ -52,7 +57,7 @@ class Method:
     dense: bool = False  # the bi-encoder cosine is a feature
     heads: bool = True  # False: the fusion alone (the control that shows what the heads add)
     description: str = ""
-    router: str = "static"  # "soft": per-query head weights from the query embedding (:mod:`.soft_router`)
+    router: str = "static"  # "soft": per-query head weights (:mod:`.soft_router`); "hard": RouteHead (:mod:`.hard_routing`)
     max_layer: int | None = None  # cost cap: only heads of layers 0..max_layer may get a weight (the forward stops there)
 
     def capped(self, max_layer: int | None) -> "Method":
@@ -62,6 +67,14 @@ class Method:
         name = self.name.split("@")[0] + ("" if max_layer is None else f"@L{max_layer}")
         return replace(self, name=name, max_layer=max_layer)
 
+    @property
+    def routed(self) -> bool:
+        """Per-query routing from the frozen LLM's query embedding (the collections need ``embeddings=True``)."""
+        return self.router in ROUTERS
+
+
+#: The routers that read each query's embedding.
+ROUTERS = ("soft", "hard")
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("heads+bm25", fuse=True, description="pointwise heads, learned weights, fused with BM25"),
@@ -73,6 +86,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("soft+bm25", fuse=True, router="soft", description="soft routing: per-query head weights, fused with BM25"),
     Method("soft+bm25+dense", fuse=True, dense=True, router="soft",
            description="soft routing: per-query head weights, fused with BM25 and the bi-encoder"),
+    Method("routehead", fuse=False, router="hard",
+           description="RouteHead hard routing: the query's 16 routed heads, summed z-scored, nothing fused"),
+    Method("routehead+bm25", fuse=True, router="hard",
+           description="RouteHead hard routing: the routed heads' sum fused with BM25 (weight chosen on the training queries)"),
 )}
 
 
@@ -223,7 +240,7 @@ class Protocol:
 class SoftFitted:
     """A soft router trained on some queries: per-query head weights from the query embedding."""
 
-    router: object  # soft_router.SoftRouter
+    router: object  # soft_router.SoftRouter, hard_routing.HardRouting: .scores(embedding, features)
     embeddings: torch.Tensor
     rows: dict[str, int]
     validation: str = "static part: 5-fold over queries; per-query part: early stopping on 20% of the queries"
@@ -238,6 +255,19 @@ def fit_soft(train: Dataset, method: Method, embeddings: torch.Tensor, keys: Seq
     router = train_soft_router(embeddings, train, list(keys), SoftRouterConfig(loss=space.losses[0], top_k=min(16, train.n_heads),
                                                                                 static_patience=space.patience))
     return SoftFitted(router, embeddings, {k: i for i, k in enumerate(keys)})
+
+
+@dataclass
+class HardFitted(SoftFitted):
+    """RouteHead's hard router trained on some queries (:class:`.hard_routing.HardRouting`)."""
+
+    validation: str = ("labels: beam search per training query; router: early stopping on 20% of them, "
+                       "which also choose the fusion weight")
+
+
+def fit_hard(train: Dataset, embeddings: torch.Tensor, keys: Sequence[str]) -> HardFitted:
+    """A hard router on ``train`` (labels, router and fusion with the package's defaults)."""
+    return HardFitted(train_hard_routing(train, embeddings, list(keys)), embeddings, {k: i for i, k in enumerate(keys)})
 
 
 @dataclass
@@ -263,10 +293,12 @@ def fit_static_topk(train: Dataset, k: int = 16) -> StaticTopK:
 def _fit_any(data: PooledData, train: Dataset, method: Method, space: SearchSpace, cv_by: str | None = None):
     if method.router == "qrhead":
         return fit_static_topk(train)
+    if method.routed and data.embeddings is None:
+        raise LocoError(f"{method.name} needs query embeddings: load the collections with embeddings=True")
     if method.router == "soft":
-        if data.embeddings is None:
-            raise LocoError(f"{method.name} needs query embeddings: load the collections with embeddings=True")
         return fit_soft(train, method, data.embeddings, data.embedding_keys, space)
+    if method.router == "hard":
+        return fit_hard(train, data.embeddings, data.embedding_keys)
     return fit(train, method, space, cv_by=cv_by)
 
 
@@ -359,6 +391,12 @@ def _record(fitted, *, held_out: str, train: Dataset) -> dict:
         return {"held_out": held_out, "validation": fitted.validation, "heads": len(fitted.heads),
                 "deepest_layer": max(h // per_layer for h in fitted.heads), "training_queries": len(train.queries),
                 "set": [f"{h // per_layer}.{h % per_layer}" for h in fitted.heads]}
+    if isinstance(fitted, HardFitted):
+        routing = fitted.router
+        return {"held_out": held_out, "validation": fitted.validation, "best_epoch": routing.router.best_epoch,
+                "top_k": routing.top_k, "labelled_queries": routing.labelled, "skipped": len(routing.skipped),
+                "mean_label_size": round(routing.mean_label_size, 4), "fuse_weights": routing.fuse_weights,
+                "fusion_queries": routing.fusion_queries, "training_queries": len(train.queries)}
     if isinstance(fitted, SoftFitted):
         extra = fitted.router.extra
         return {"held_out": held_out, "validation": fitted.validation, "best_epoch": fitted.router.best_epoch,
@@ -397,7 +435,9 @@ def train_preset(data, method, *, model_name: str, model_fingerprint: str, promp
     """
     import datetime
 
-
+    if method.router != "static":
+        raise LocoError(f"{method.name} is not a preset: presets are learned static head weights "
+                        "(the static top-16 and the routers are table rows; routers are router files)")
     keep = [c.name for c in data.collections if c.name not in set(exclude)]
     train = data.training_set(method.fuse, method.dense, keep)
     fitted = fit(train, method, space or SearchSpace())

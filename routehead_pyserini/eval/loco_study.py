@@ -71,18 +71,20 @@ def run_study(study: Study, *, data_dir: str | os.PathLike | None = None, progre
     # here, not at the top: the CLI reads the defaults of :class:`Study` without importing torch
     from ..heads.pooled import load_pooled, read_collections, select
     from ..heads.presets import write_preset
+    from ..engine.models import peek_model
     from ..rerank.reranker import PromptSettings, Reranker
     from .loco import METHODS, SearchSpace, leave_one_collection_out, pooled_cross_validation, train_preset
     from .loco_report import build_table, write_tables
 
     space = SearchSpace(tuple(study.losses))
-    collections = select(read_collections(study.collections), study.only, study.exclude)
+    collections = select(read_collections(study.collections), study.only, study.exclude)  # checked before the model loads
     settings = PromptSettings(doc_max_tokens=study.doc_max_tokens or None, mode=study.mode)
+    peek_model(study.model, dtype=study.dtype, quantize=study.quantize, device=study.device)
     reranker = Reranker(study.model, "all", settings=settings, device=study.device, dtype=study.dtype, quantize=study.quantize,
                         batch_size=study.batch_size, cache=study.cache_dir or True)
     chosen = [METHODS[m] for m in study.methods]
     data = load_pooled(collections, reranker, top_k=study.top_k, data_dir=data_dir, progress=progress,
-                       dense=any(m.dense for m in chosen), embeddings=any(m.router == "soft" for m in chosen))
+                       dense=any(m.dense for m in chosen), embeddings=any(m.routed for m in chosen))
     extra = _extra_runs(study, [c.name for c in collections])
     methods = [m.capped(study.max_layer) if study.max_layer is not None and m.heads else m for m in chosen]
     done = {}
@@ -103,7 +105,7 @@ def run_study(study: Study, *, data_dir: str | os.PathLike | None = None, progre
         prompt = {**{k: v for k, v in reranker.describe()["settings"].items() if k != "max_context"}, "top_k": study.top_k}
         for method in methods:
             if not method.heads or method.router != "static":
-                continue  # the fusion-only control is a table row, not a preset; routers are `train-soft-router` files
+                continue  # table rows, not presets: the fusion-only control, the static top-16, the (soft, hard) routers
             scores = {key: {**{c: round(t.cells[method.name][c].means["nDCG@10"], 4) for c in t.collections},
                             "mean": round(t.mean(method.name), 4)}
                       for key, t in (("loco", by_protocol.get("loco")), ("pooled_cv", by_protocol.get("pooled-cv"))) if t}

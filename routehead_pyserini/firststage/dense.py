@@ -119,26 +119,28 @@ def document_text(doc: Document) -> str:
 
 
 class DenseScorer:
-    """Cosines of one query's candidates, for fusion (:mod:`.weights`); each document is embedded once.
+    """Cosines of one query's candidates, for fusion (:mod:`.weights`).
 
-    A query's uncached documents are embedded in one call, in their order in the list, so the
-    same inputs give the same floats.
+    Each call embeds the query alone and its candidates in batches made of that query's candidates
+    only (in the encoder's length order), never reusing a vector embedded beside another query's
+    candidates: floating-point results depend on what shares a batch, so this way a query's cosines
+    are the same bytes whichever queries ran before it (a resumed run, a run from the cache and a
+    fresh run agree). A document that is a candidate of several queries is embedded once per query.
     """
 
     def __init__(self, encoder: DenseEncoder, *, batch_size: int = 32):
         self.encoder = encoder
         self.batch_size = batch_size
-        self._vectors: dict[str, torch.Tensor] = {}
 
     def scores(self, query: str, docs: Sequence[Document]) -> list[float]:
         """One cosine per document of ``docs``, in order."""
-        new = [d for d in dict.fromkeys(d.docid for d in docs) if d not in self._vectors]
-        if new:
-            by_id = {d.docid: d for d in docs}
-            vectors = self.encoder.encode([document_text(by_id[d]) for d in new], batch_size=self.batch_size)
-            self._vectors.update(zip(new, vectors))
+        if not docs:
+            return []
+        unique = list(dict.fromkeys(d.docid for d in docs))
+        by_id = {d.docid: d for d in docs}
+        vectors = dict(zip(unique, self.encoder.encode([document_text(by_id[d]) for d in unique], batch_size=self.batch_size)))
         query_vector = self.encoder.encode([query])[0]
-        return (torch.stack([self._vectors[d.docid] for d in docs]) @ query_vector).tolist() if docs else []
+        return (torch.stack([vectors[d.docid] for d in docs]) @ query_vector).tolist()
 
 
 @dataclass

@@ -28,7 +28,7 @@ from pathlib import Path
 from ..data.corpus import read_corpus
 from .dense import DenseEncoder, document_text
 from ..errors import UserError
-from ..files import atomic_directory, atomic_write_text
+from ..files import atomic_directory, atomic_write_text, check_replaceable
 from ..data.trec import Hit, Run
 from ..config import cache_dir
 from .index import index_is_stale
@@ -72,6 +72,8 @@ def build_dense_index(
     corpus, index_dir = Path(corpus), Path(index_dir)
     if index_dir.exists() and not overwrite:
         raise DenseIndexError(f"{index_dir} already exists; pass --overwrite to rebuild it")
+    check_replaceable(index_dir, marker=MANIFEST, own=lambda name: name in (VECTORS, DOCIDS), kind="dense index",
+                      inputs=[corpus])
     docs = list(read_corpus(corpus))
     docids = [d.docid for d in docs]
     if len(set(docids)) != len(docids):

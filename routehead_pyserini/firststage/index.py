@@ -18,8 +18,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..data.corpus import read_corpus
-from ..files import atomic_directory, atomic_write_text
-from .jvm import ensure_jvm
+from ..files import atomic_directory, atomic_write_text, check_replaceable
+from .jvm import JAVA_POOL_MAX, ensure_jvm, java_errors
 from ..errors import UserError
 import contextlib
 import sys
@@ -72,20 +72,21 @@ def build_index(
     corpus, index_dir = Path(corpus), Path(index_dir)
     if index_dir.exists() and not overwrite:
         raise IndexBuildError(f"{index_dir} already exists; pass --overwrite to rebuild it")
+    check_replaceable(index_dir, marker=MANIFEST, own=is_lucene_file, kind="Lucene index", inputs=[corpus])
+    if not 1 <= threads <= JAVA_POOL_MAX:
+        raise IndexBuildError(f"{threads} indexing threads: Anserini's thread pool takes 1 to {JAVA_POOL_MAX}; lower --threads")
     ensure_jvm()
     from pyserini.index.lucene import LuceneIndexer
 
-    seen: set[str] = set()
-    empty = 0
-    with atomic_directory(index_dir) as tmp_dir:
+    count = empty = 0
+    with java_errors(f"indexing {corpus} into {index_dir}", "check the corpus and --threads (--log-level DEBUG shows the Java trace)"), \
+            atomic_directory(index_dir) as tmp_dir:
         indexer = LuceneIndexer(
             args=["-index", str(tmp_dir), "-storePositions", "-storeDocvectors", "-storeRaw"], threads=threads
         )
         batch: list[str] = []
         for doc in tqdm(read_corpus(corpus), desc=f"index {corpus.name}", unit="doc", disable=not progress):
-            if doc.docid in seen:
-                raise IndexBuildError(f"{corpus}: duplicate document id {doc.docid!r}")
-            seen.add(doc.docid)
+            count += 1  # read_corpus refuses a duplicate or malformed document id, naming its lines
             empty += not doc.contents.strip()
             batch.append(json.dumps(doc.to_pyserini(), ensure_ascii=False))
             if len(batch) >= batch_size:
@@ -95,7 +96,7 @@ def build_index(
             indexer.add_batch_raw(batch)
         indexer.close()
         stat = corpus.stat()
-        info = IndexInfo(str(corpus.resolve()), stat.st_size, stat.st_mtime_ns, len(seen), empty)
+        info = IndexInfo(str(corpus.resolve()), stat.st_size, stat.st_mtime_ns, count, empty)
         atomic_write_text(tmp_dir / MANIFEST, json.dumps(asdict(info), indent=2) + "\n")
     if empty:
         logger.warning("%s: %d documents have no text (indexed as empty)", corpus, empty)
@@ -103,8 +104,34 @@ def build_index(
     return info
 
 
+def is_lucene_file(name: str) -> bool:
+    """A file name Lucene writes in an index folder (segments, per-segment files, the write lock)."""
+    return name.startswith(("_", "segments")) or name in ("write.lock", "pending_segments")
+
+
 class IndexNotFoundError(UserError, FileNotFoundError):
     """An ``--index`` value that is neither a folder, a registered name, nor a reachable prebuilt index."""
+
+
+class NotALuceneIndexError(UserError, ValueError):
+    """An ``--index`` folder that holds no Lucene index (empty, a dense index, something else)."""
+
+
+def check_lucene_index(folder: Path) -> Path:
+    """``folder`` when it holds a Lucene index (a ``segments_N`` file), else a clear error before
+    Java opens it (Lucene's own ``IndexNotFoundException`` names no fix)."""
+    from .dense_index import MANIFEST as DENSE_MANIFEST
+
+    names = [p.name for p in folder.iterdir()]
+    if any(n.startswith("segments_") for n in names):
+        return folder
+    if DENSE_MANIFEST in names:
+        raise NotALuceneIndexError(f"{folder} is a dense (faiss) index, not a Lucene index: search it with `routehead-pyserini search "
+                                   f"--dense --index {folder}`, or give a Lucene index (`routehead-pyserini index --corpus CORPUS --index FOLDER`)")
+    empty = "; the folder is empty" if not names else ""
+    target = f"{folder} --overwrite" if not names else "NEW-FOLDER"
+    raise NotALuceneIndexError(f"{folder} is not a Lucene index (no segments file{empty}): build one with "
+                               f"`routehead-pyserini index --corpus CORPUS --index {target}`")
 
 
 def resolve_index(
@@ -113,7 +140,7 @@ def resolve_index(
     """An index folder for ``name`` (see the module docstring for the order tried)."""
     as_path = Path(name).expanduser()
     if as_path.is_dir():
-        return as_path
+        return check_lucene_index(as_path)
     entry = load_registry(data_dir).get(name)
     if entry is not None and entry.index is not None:
         if entry.index.is_dir() and (entry.index / "routehead-index.json").exists():
@@ -124,7 +151,7 @@ def resolve_index(
             build_index(entry.corpus, entry.index, overwrite=True, progress=progress)
             return entry.index
         if entry.index.is_dir():
-            return entry.index
+            return check_lucene_index(entry.index)
         raise IndexNotFoundError(
             f"Index {name!r} is registered at {entry.index}, which does not exist, and its corpus "
             f"{entry.corpus} is missing (data directory: {config.data_dir(data_dir)}): {how_to_get(name, data_dir)}."
@@ -139,6 +166,9 @@ def _prebuilt_index(name: str) -> Path:
         f"--index indexes/{name} --name {name}`), or pass an index folder to --index; "
         f"`routehead-pyserini datasets` lists the registered names."
     )
+    if Path(name).expanduser().exists():
+        raise IndexNotFoundError(f"{name} is a file, not an index folder: give --index the folder that `routehead-pyserini index "
+                                 f"--corpus CORPUS --index FOLDER` built, or a registered name (`routehead-pyserini datasets` lists them)")
     if "/" in name or os.sep in name:
         raise IndexNotFoundError(f"Index folder {name} does not exist: build it with `routehead-pyserini index --corpus "
                                  f"corpus.jsonl --index {name}`, or give a registered name (`routehead-pyserini datasets` lists them).")

@@ -9,15 +9,20 @@ fat jar on the classpath, a configurable maximum heap. Pyserini then finds a run
 uses it.
 
 pyjnius allows one JVM per process and it cannot be restarted; this is the only global state of
-the package. Call :func:`ensure_jvm` (idempotent) before importing ``pyserini``.
+the package. Call :func:`ensure_jvm` (idempotent) before importing ``pyserini``. A Java exception
+(``jnius.JavaException``) of a call into Anserini is wrapped by :func:`java_errors` into a
+:class:`JavaError`: one line naming the Java class, its message and what to change.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import logging
 import os
 import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from ..errors import UserError
@@ -26,10 +31,48 @@ logger = logging.getLogger(__name__)
 
 HEAP_ENV = "ROUTEHEAD_JAVA_HEAP"
 DEFAULT_HEAP = "4g"
+JAVA_INT_MAX = 2**31 - 1  # a Java int: counts passed to Anserini (hits, threads) must fit
+JAVA_POOL_MAX = 32767  # the most threads a Java ForkJoinPool takes (Anserini's indexing pool)
 
 
 class JVMError(UserError, RuntimeError):
     """The JVM (or the Java runtime it needs) could not be started."""
+
+
+class JavaError(UserError, RuntimeError):
+    """Java (Lucene, Anserini) refused an operation; the message names the Java exception and what to change."""
+
+
+def is_java_exception(exc: BaseException) -> bool:
+    """True for a ``jnius.JavaException`` (checked without importing jnius, which would boot a JVM)."""
+    jnius = sys.modules.get("jnius")
+    return jnius is not None and isinstance(exc, getattr(jnius, "JavaException", ()))
+
+
+def java_message(exc: BaseException, limit: int = 300) -> str:
+    """One line for a ``jnius.JavaException``: the Java class and its message, or pyjnius' own words
+    (a Python value Java cannot take, e.g. a number beyond a Java int) without the argument dump."""
+    classname, inner = getattr(exc, "classname", None), getattr(exc, "innermessage", None)
+    if classname:
+        text = f"Java exception {classname}" + (f": {inner}" if inner else "")
+    else:
+        text = "Java call failed: " + str(exc.args[0] if exc.args else exc).split(", requested:")[0]
+        if "No methods called" in text:
+            text += " (a value out of Java's range?)"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def java_errors(doing: str, change: str) -> Iterator[None]:
+    """Turn a ``jnius.JavaException`` raised inside into a :class:`JavaError`: ``"<doing>: Java
+    exception <class>: <message>; <change>"`` (``change`` says what the user can do about it)."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_java_exception(exc):
+            raise
+        raise JavaError(f"{doing}: {java_message(exc)}; {change}") from exc
 
 
 @dataclass(frozen=True)

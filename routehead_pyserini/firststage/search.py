@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,11 +16,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..data.corpus import Document, parse_document
-from .jvm import ensure_jvm
+from .index import check_lucene_index
+from .jvm import JAVA_INT_MAX, ensure_jvm, java_errors
 from ..data.trec import Hit, Run
 from ..errors import UserError
 
 logger = logging.getLogger(__name__)
+
+
+class SearchSettingsError(UserError, ValueError):
+    """BM25 parameters or counts that Lucene would refuse (checked before Java sees them)."""
 
 
 class UnknownDocumentError(UserError, KeyError):
@@ -30,11 +36,29 @@ class UnknownDocumentError(UserError, KeyError):
 
 
 def open_searcher(index_dir: str | os.PathLike[str]):
-    """A ``LuceneSearcher`` over ``index_dir`` (the JVM is started first)."""
+    """A ``LuceneSearcher`` over ``index_dir`` (the JVM is started first); a folder that holds no
+    Lucene index, or one Lucene cannot read, is a clear error."""
+    check_lucene_index(Path(index_dir))
     ensure_jvm()
     from pyserini.search.lucene import LuceneSearcher
 
-    return LuceneSearcher(str(index_dir))
+    with java_errors(f"cannot open the Lucene index {index_dir}", _REBUILD.format(index_dir)):
+        return LuceneSearcher(str(index_dir))
+
+
+_REBUILD = "rebuild it with `routehead-pyserini index --corpus CORPUS --index {} --overwrite`"
+
+
+def check_bm25_settings(*, k1: float, b: float, hits: int, threads: int) -> None:
+    """Refuse what Lucene's ``BM25Similarity`` and Anserini's ``batch_search`` would refuse with a
+    Java exception: k1 a finite number >= 0, b in [0, 1], hits and threads from 1 to a Java int."""
+    if not (math.isfinite(k1) and k1 >= 0):
+        raise SearchSettingsError(f"BM25 k1 must be a finite number >= 0 (Lucene's range), got {k1}: change --k1")
+    if not 0 <= b <= 1:  # NaN fails too
+        raise SearchSettingsError(f"BM25 b must be between 0 and 1 (Lucene's range), got {b}: change --b")
+    for name, value in (("hits", hits), ("threads", threads)):
+        if not 1 <= value <= JAVA_INT_MAX:
+            raise SearchSettingsError(f"--{name} {value}: give 1 to {JAVA_INT_MAX} (a Java int)")
 
 
 def bm25_search(
@@ -49,15 +73,22 @@ def bm25_search(
     progress: bool = True,
 ) -> Run:
     """BM25 top-``hits`` for every topic, as a :class:`Run` in topic order."""
+    check_bm25_settings(k1=k1, b=b, hits=hits, threads=threads)
     searcher = open_searcher(index_dir)
-    searcher.set_bm25(k1, b)
+    def java():  # a fresh context manager per use
+        return java_errors(f"BM25 search of {index_dir} (k1={k1}, b={b}, hits={hits}, threads={threads})",
+                           "change --k1, --b, --hits or --threads, or rebuild the index (--log-level DEBUG shows the Java trace)")
+
+    with java():
+        searcher.set_bm25(k1, b)
     qids = list(topics)
     results: dict[str, list[Hit]] = {}
     empty_queries = 0
     with tqdm(total=len(qids), desc="BM25", unit="query", disable=not progress) as bar:
         for start in range(0, len(qids), batch_size):
             chunk = qids[start : start + batch_size]
-            found = searcher.batch_search([topics[q] for q in chunk], chunk, k=hits, threads=threads)
+            with java():
+                found = searcher.batch_search([topics[q] for q in chunk], chunk, k=hits, threads=threads)
             for qid in chunk:
                 ranked = [Hit(h.docid, float(h.score)) for h in found.get(qid, [])]
                 empty_queries += not ranked
@@ -76,10 +107,11 @@ class DocumentStore:
         self._searcher = open_searcher(index_dir)
 
     def get(self, docid: str) -> Document:
-        doc = self._searcher.doc(docid)
+        with java_errors(f"reading document {docid!r} from {self.index_dir}", _REBUILD.format(self.index_dir)):
+            doc = self._searcher.doc(docid)
+            raw = None if doc is None else doc.raw()
         if doc is None:
             raise UnknownDocumentError(f"document {docid!r} is not in index {self.index_dir}")
-        raw = doc.raw()
         if raw is None:
             raise UnknownDocumentError(f"index {self.index_dir} stores no raw text for {docid!r} (build it with --storeRaw)")
         try:
@@ -88,4 +120,5 @@ class DocumentStore:
             return Document(docid, raw)
 
     def __len__(self) -> int:
-        return int(self._searcher.num_docs)
+        with java_errors(f"counting the documents of {self.index_dir}", _REBUILD.format(self.index_dir)):
+            return int(self._searcher.num_docs)

@@ -11,10 +11,12 @@ or registry names (``routehead-pyserini datasets``):
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.checks import id_problem
 from ..data.controls import sample_queries
 from ..data.corpus import Document, read_corpus
 from ..errors import UserError
@@ -27,6 +29,9 @@ from ..errors import RerankError
 from ..data.trec import Hit
 from .search import UnknownDocumentError
 from .search import DocumentStore
+
+
+logger = logging.getLogger(__name__)
 
 
 class SourceError(UserError, ValueError):
@@ -82,20 +87,64 @@ def document_source(spec: TextSpec, data_dir: str | os.PathLike[str] | None = No
 def _documents(spec: TextSpec, data_dir, progress: bool):
     """``(texts, queries)``; ``queries`` is the candidates file's, else empty."""
     if spec.candidates:
-        docs, queries = {}, {}
-        for line_no, row, line in iter_jsonl(spec.candidates):
-            if "docid" not in row or "text" not in row:
-                raise TrecFormatError(spec.candidates, line_no, "a candidate needs 'docid' and 'text' (and 'qid', 'query')", line)
-            docs[str(row["docid"])] = Document(str(row["docid"]), str(row["text"]), str(row.get("title") or ""))
-            if "qid" in row and "query" in row:
-                if not str(row["query"]).strip():
-                    raise TrecFormatError(spec.candidates, line_no, f"query {row['qid']} has empty text", line)
-                queries[str(row["qid"])] = str(row["query"])
-        return DictTexts(docs, str(spec.candidates)), queries
+        return read_candidates_file(spec.candidates)
     if spec.corpus:
         path = lookup(spec.corpus, "corpus", data_dir)
         return DictTexts({d.docid: d for d in read_corpus(path)}, str(path)), {}
     return DocumentStore(resolve_index(spec.index, data_dir, progress=progress)), {}
+
+
+def _candidate_id(row: dict, key: str, path: str, line_no: int, line: str) -> str:
+    value = row[key]
+    what = "query id" if key == "qid" else "document id"
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TrecFormatError(path, line_no, f"{what} {value!r} is not a string or an integer", line)
+    problem = id_problem(str(value))
+    if problem:
+        raise TrecFormatError(path, line_no, f"{what} {str(value)!r} {problem}", line)
+    return str(value)
+
+
+def read_candidates_file(path: str | os.PathLike[str]) -> tuple[DictTexts, dict[str, str]]:
+    """Document text and query text of a candidates file (``qid, query, docid, text`` per line).
+
+    A document is one text: the same docid with another text (or title) is an error naming both
+    lines; the same ``(qid, docid)`` with the same text again is kept once and counted. A qid whose
+    query text differs between lines is an error. Ids may not be empty or hold whitespace.
+    """
+    path = str(path)
+    docs: dict[str, Document] = {}
+    doc_line: dict[str, int] = {}
+    queries: dict[str, str] = {}
+    query_line: dict[str, int] = {}
+    pairs: set[tuple[str, str]] = set()
+    repeated = 0
+    for line_no, row, line in iter_jsonl(path):
+        if "docid" not in row or "text" not in row:
+            raise TrecFormatError(path, line_no, "a candidate needs 'docid' and 'text' (and 'qid', 'query')", line)
+        docid = _candidate_id(row, "docid", path, line_no, line)
+        if not isinstance(row["text"], str) or not isinstance(row.get("title") or "", str):
+            raise TrecFormatError(path, line_no, f"document {docid}: 'text' and 'title' must be strings", line)
+        document = Document(docid, row["text"], row.get("title") or "")
+        if docid in docs and docs[docid] != document:
+            raise TrecFormatError(path, line_no, f"document {docid!r} has another text than at line {doc_line[docid]}", line)
+        docs.setdefault(docid, document)
+        doc_line.setdefault(docid, line_no)
+        if "qid" in row and "query" in row:
+            qid = _candidate_id(row, "qid", path, line_no, line)
+            query = row["query"]
+            if not isinstance(query, str) or not query.strip():
+                raise TrecFormatError(path, line_no, f"query {qid} has empty text", line)
+            if qid in queries and queries[qid] != query:
+                raise TrecFormatError(path, line_no, f"query {qid!r} has another text than at line {query_line[qid]}", line)
+            queries.setdefault(qid, query)
+            query_line.setdefault(qid, line_no)
+            if (qid, docid) in pairs:
+                repeated += 1
+            pairs.add((qid, docid))
+    if repeated:
+        logger.warning("%s: %d repeated (qid, docid) lines with the same text (each kept once)", path, repeated)
+    return DictTexts(docs, path), queries
 
 
 def candidate_run(run_name: str, data_dir: str | os.PathLike[str] | None = None, *, sample: int | None = None,

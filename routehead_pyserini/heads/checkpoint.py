@@ -51,8 +51,8 @@ def check_model(recorded: Mapping[str, Any], model: LoadedModel, *, what: str = 
     actual = {"name": model.name, "fingerprint": model.fingerprint,
               "layers": model.spec.num_layers if model.spec is not None else None,
               "heads": model.spec.num_heads if model.spec is not None else None}
-    if recorded.get("hidden") is not None:
-        actual["hidden"] = model_info(model)["hidden"]
+    if recorded.get("hidden") is not None:  # a loaded model, or a ModelIdentity (peek_model: nothing loaded)
+        actual["hidden"] = model_info(model)["hidden"] if isinstance(model, LoadedModel) else getattr(model, "hidden_size", None)
     keys = [k for k in ("fingerprint", "layers", "heads", "hidden") if recorded.get(k) is not None and actual.get(k) is not None]
     problems = [f"{k} {recorded[k]!r} != {actual[k]!r}" for k in keys if recorded[k] != actual[k]]
     fingerprint = recorded.get("fingerprint")

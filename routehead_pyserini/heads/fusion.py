@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
+from ..data.checks import number_problem
 from .checkpoint import check_model
 from .head_set import HeadSet, aggregate, normalise_scores
 
@@ -41,8 +42,8 @@ def fusion_of(head_set: HeadSet) -> Fusion | None:
     spec = head_set.extra.get(FUSE_KEY)
     if spec is None:
         return None
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("weight"), (int, float)) or isinstance(spec.get("weight"), bool):
-        raise WeightsError(f"head set 'fuse' must be an object with a numeric 'weight', got {spec!r}")
+    if not isinstance(spec, Mapping) or number_problem(spec.get("weight")):
+        raise WeightsError(f"head set 'fuse' must be an object with a finite numeric 'weight', got {spec!r}")
     if spec.get("normalise", "zscore") != "zscore":
         raise WeightsError(f"head set 'fuse': only \"normalise\": \"zscore\" is supported, got {spec.get('normalise')!r}")
     return Fusion(float(spec["weight"]))
@@ -62,8 +63,8 @@ def dense_fusion_of(head_set: HeadSet) -> DenseFusion | None:
     if spec is None:
         return None
     weight = spec.get("weight") if isinstance(spec, Mapping) else None
-    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not isinstance(spec.get("model"), str):
-        raise WeightsError(f"head set '{DENSE_KEY}' must be an object with a numeric 'weight' and a 'model', got {spec!r}")
+    if number_problem(weight) or not isinstance(spec.get("model"), str):
+        raise WeightsError(f"head set '{DENSE_KEY}' must be an object with a finite numeric 'weight' and a 'model', got {spec!r}")
     if spec.get("normalise", "zscore") != "zscore":
         raise WeightsError(f"head set '{DENSE_KEY}': only \"normalise\": \"zscore\" is supported, got {spec.get('normalise')!r}")
     return DenseFusion(float(weight), spec["model"])

@@ -21,6 +21,7 @@ turns it into one score per document: the weighted sum of the selected heads' sc
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,8 @@ import torch
 
 from ..files import atomic_write_text
 from ..errors import UserError
+from ..data.checks import int_problem, number_problem
+from ..data.trec import read_text
 from .configs import NORMALISATIONS
 
 FORMAT = "routehead-heads/1"
@@ -63,6 +66,9 @@ class HeadSet:
                 raise HeadSetError("a head set lists a head twice")
         if self.weights is not None and (self.heads is None or len(self.weights) != len(self.heads)):
             raise HeadSetError("weights need one value per listed head")
+        for (layer, head), weight in zip(self.heads or (), self.weights or ()):
+            if not math.isfinite(weight):
+                raise HeadSetError(f"weight of head {layer}.{head} is {weight}, not a finite number")
         if self.normalise not in NORMALISATIONS:
             raise HeadSetError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
 
@@ -141,19 +147,50 @@ def parse_heads(spec: str | os.PathLike[str] | None) -> HeadSet:
 
 
 def read_head_set(path: str | os.PathLike[str]) -> HeadSet:
-    """Read a head-set file (see the module docstring for the format)."""
+    """Read a head-set file (see the module docstring for the format).
+
+    Every number in it must be finite (Python's ``json`` reads ``NaN`` and ``Infinity``, and
+    ``1e999`` overflows to infinity): a weight that is not is an error naming the head, any other
+    number one naming its key. A key given twice in one object is an error too.
+    """
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_text(path), object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise HeadSetError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise HeadSetError(f"{path}: not a head-set file (not UTF-8 JSON text; a binary file?)") from None
+    except _DuplicateKey as exc:
+        raise HeadSetError(f"{path}: key {exc.args[0]!r} appears twice in one object") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise HeadSetError(f"{path}: not a head-set file (expected \"format\": \"{FORMAT}\")")
     heads = data.get("heads")
     if heads is not None and (not isinstance(heads, list) or not all(isinstance(p, list) and len(p) == 2 for p in heads)):
         raise HeadSetError(f"{path}: 'heads' must be a list of [layer, head] pairs or null")
+    for pair in heads or ():
+        if any(int_problem(v, 0) for v in pair):
+            raise HeadSetError(f"{path}: head {pair} is not a pair of integers >= 0")
+    weights = data.get("weights")
+    if weights is not None:
+        if not isinstance(weights, list) or heads is None or len(weights) != len(heads):
+            raise HeadSetError(f"{path}: 'weights' must be a list of one number per listed head")
+        for (layer, head), weight in zip(heads, weights):
+            problem = number_problem(weight)
+            if problem:
+                raise HeadSetError(f"{path}: weight of head {layer}.{head} is {problem}")
     model = data.get("model") or {}
+    if not isinstance(model, dict):
+        raise HeadSetError(f"{path}: 'model' must be an object (name, fingerprint, layers, heads)")
+    for key in ("layers", "heads"):
+        problem = int_problem(model[key], 1) if key in model else None
+        if problem:
+            raise HeadSetError(f"{path}: model.{key} is {problem}")
+    for key, value in data.items():  # the fusion terms ('fuse', 'fuse_dense'): {"weight": w, ...}
+        problem = number_problem(value["weight"]) if isinstance(value, dict) and "weight" in value else None
+        if problem:
+            raise HeadSetError(f"{path}: {key}.weight is {problem}")
+    _forget_nan_cv(data)
+    for where, value in _numbers(data, ""):
+        problem = number_problem(value)
+        if problem:
+            raise HeadSetError(f"{path}: {where} is {problem}")
     meta = dict(
         model_name=model.get("name"),
         model_fingerprint=model.get("fingerprint"),
@@ -165,13 +202,53 @@ def read_head_set(path: str | os.PathLike[str]) -> HeadSet:
     try:
         if heads is None:
             return HeadSet(**meta)
-        return from_pairs([tuple(p) for p in heads], data.get("weights"), **meta)
+        return from_pairs([tuple(p) for p in heads], weights, **meta)
     except HeadSetError as exc:
         raise HeadSetError(f"{path}: {exc}") from None
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _numbers(value: object, where: str) -> Iterable[tuple[str, object]]:
+    """``(dotted key, value)`` of every number (float or int) in a JSON document."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _numbers(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _numbers(item, f"{where}[{i}]")
+    elif isinstance(value, float):
+        yield where, value
+
+
+def _forget_nan_cv(data: dict) -> None:
+    """Earlier train-weights runs with one --lambdas value recorded their (skipped) CV nDCG as NaN: read it as null."""
+    learned = data.get("learned")
+    for point in learned.get("cv", []) if isinstance(learned, dict) and isinstance(learned.get("cv"), list) else ():
+        if isinstance(point, dict) and isinstance(point.get("ndcg"), float) and math.isnan(point["ndcg"]):
+            point["ndcg"] = None
+
+
 def write_head_set(head_set: HeadSet, path: str | os.PathLike[str]) -> None:
-    """Write ``head_set`` as JSON (atomically, keys in a fixed order)."""
+    """Write ``head_set`` as JSON (atomically, keys in a fixed order); a weight that is not finite is
+    an error (strict JSON has no NaN), any other non-finite number is written as null."""
+    for (layer, head), weight in zip(head_set.heads or (), head_set.weights or ()):
+        if not math.isfinite(weight):
+            raise HeadSetError(f"cannot write {path}: weight of head {layer}.{head} is {weight}")
+    for where, value in _numbers(head_set.extra, ""):
+        if where.endswith("weight") and not math.isfinite(value):
+            raise HeadSetError(f"cannot write {path}: {where} is {value}")
     data: dict = {"format": FORMAT}
     model = {}
     if head_set.model_name is not None:
@@ -186,8 +263,18 @@ def write_head_set(head_set: HeadSet, path: str | os.PathLike[str]) -> None:
         data["weights"] = list(head_set.weights)
     data["source"] = head_set.source
     data["normalise"] = head_set.normalise
-    data.update(head_set.extra)
-    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    data.update(_finite_or_null(head_set.extra))
+    atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+
+
+def _finite_or_null(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def normalise_scores(calibrated: torch.Tensor, mode: str = "zscore") -> torch.Tensor:
@@ -205,15 +292,24 @@ def normalise_scores(calibrated: torch.Tensor, mode: str = "zscore") -> torch.Te
         raise ValueError(f"expected a [layers, heads, docs] tensor, got shape {tuple(calibrated.shape)}")
     x = calibrated.to(torch.float64)
     if mode == "zscore" and x.shape[-1] > 0:
-        mean = x.mean(dim=-1, keepdim=True)
-        centred = x - mean
-        std = centred.pow(2).mean(dim=-1, keepdim=True).sqrt()
-        scale = x.abs().amax(dim=-1, keepdim=True)
-        flat = std <= _FLAT_STD * scale
-        x = torch.where(flat, torch.zeros_like(x), centred / torch.where(flat, torch.ones_like(std), std))
-        x = torch.where(torch.isnan(calibrated), calibrated.to(torch.float64), x)
+        z = _zscore(x)
+        overflow = (~torch.isfinite(z) & torch.isfinite(x)).any(dim=-1, keepdim=True)
+        if overflow.any():  # values near the float64 limit overflow the mean or the variance: the
+            scale = x.abs().amax(dim=-1, keepdim=True)  # z-score of x / max|x| is the same, and finite
+            z = torch.where(overflow, _zscore(x / torch.where(scale > 0, scale, torch.ones_like(scale))), z)
+        x = torch.where(torch.isnan(calibrated), calibrated.to(torch.float64), z)
     # + 0.0 turns -0.0 into 0.0
     return torch.round(x / _QUANTUM) * _QUANTUM + 0.0
+
+
+def _zscore(x: torch.Tensor) -> torch.Tensor:
+    """Each row minus its mean, over its population std; a flat row (std within 1e-6 of its largest magnitude) is 0."""
+    mean = x.mean(dim=-1, keepdim=True)
+    centred = x - mean
+    std = centred.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    scale = x.abs().amax(dim=-1, keepdim=True)
+    flat = std <= _FLAT_STD * scale
+    return torch.where(flat, torch.zeros_like(x), centred / torch.where(flat, torch.ones_like(std), std))
 
 
 def aggregate(scores: torch.Tensor, head_set: HeadSet, normalise: str | None = None) -> torch.Tensor:

@@ -123,11 +123,49 @@ def label_query(
     if torch.isnan(calibrated).any():
         raise ValueError(f"query {qid}: labels need every head's scores (some are NaN: not computed)")
     layers, heads, n_docs = calibrated.shape
-    n_heads = layers * heads
+    z = normalise_scores(calibrated, params.normalise).reshape(layers * heads, n_docs)
+    gains, ideal = doc_gains(docids, judged), ideal_dcg(judged, params.k)
+    best_set, best_val, single = _beam_search(z, gains, ideal, params)
+    pairs = tuple(divmod(i, heads) for i in best_set)
+    # reported through the inference path (equal to the search's value: sums are exact)
+    final = normalised_aggregate(calibrated, from_pairs(pairs), params.normalise)
+    all_heads = normalised_aggregate(calibrated, HeadSet(), params.normalise)
+    both = ndcg_at_k(torch.stack([final, all_heads]), gains, ideal, params.k)
+    if float(both[0]) != best_val:
+        logger.warning("query %s: label nDCG %.6f at inference, %.6f in the search", qid, float(both[0]), best_val)
+    return QueryLabel(qid, pairs, float(both[0]), float(both[1]), single.reshape(layers, heads))
+
+
+def label_normalised(
+    qid: str,
+    normalised: torch.Tensor,
+    gains: torch.Tensor,
+    ideal: float,
+    shape: tuple[int, int],
+    params: SearchParams = SearchParams(),
+) -> QueryLabel:
+    """:func:`label_query` from scores already normalised per head: ``normalised`` ``[layers*heads,
+    docs]`` (layer-major; e.g. the head columns of :func:`.features.query_features`, transposed,
+    for ``params.normalise == "zscore"``), each document's gain and the query's ideal DCG@``params.k``.
+    The same search, so the same label as :func:`label_query` on the calibrated scores."""
+    layers, heads = shape
+    if normalised.dim() != 2 or normalised.shape[0] != layers * heads or normalised.shape[1] != len(gains):
+        raise ValueError(f"expected [{layers * heads}, {len(gains)}] normalised scores, got shape {tuple(normalised.shape)}")
+    if torch.isnan(normalised).any():
+        raise ValueError(f"query {qid}: labels need every head's scores (some are NaN: not computed)")
+    z = normalised.to(torch.float64)
+    best_set, best_val, single = _beam_search(z, gains, ideal, params)
+    both = ndcg_at_k(torch.stack([z[list(best_set)].sum(dim=0), z.sum(dim=0)]), gains, ideal, params.k)
+    return QueryLabel(qid, tuple(divmod(i, heads) for i in best_set), float(both[0]), float(both[1]),
+                      single.reshape(layers, heads))
+
+
+def _beam_search(z: torch.Tensor, gains: torch.Tensor, ideal: float,
+                 params: SearchParams) -> tuple[tuple[int, ...], float, torch.Tensor]:
+    """The search of the module docstring over normalised scores ``z`` ``[n_heads, docs]``: the best
+    set (sorted flat head indices), its nDCG@k and every single head's nDCG@k ``[n_heads]``."""
+    n_heads, n_docs = z.shape
     k = params.k
-    z = normalise_scores(calibrated, params.normalise).reshape(n_heads, n_docs)
-    gains = doc_gains(docids, judged)
-    ideal = ideal_dcg(judged, k)
     # the best any order of these candidates can do: no set can beat it, so reaching it ends the search
     ceiling = float(ndcg_at_k(gains[None].to(torch.float64), gains, ideal, k)[0])
 
@@ -168,15 +206,7 @@ def label_query(
         beam_vals = torch.tensor([chosen[s][2] for s in beam_sets], dtype=torch.float32)
         if _key(float(beam_vals[0]), beam_sets[0]) < _key(best_val, best_set):
             best_set, best_val = beam_sets[0], float(beam_vals[0])
-
-    pairs = tuple(divmod(i, heads) for i in best_set)
-    # reported through the inference path (equal to the search's value: sums are exact)
-    final = normalised_aggregate(calibrated, from_pairs(pairs), params.normalise)
-    all_heads = normalised_aggregate(calibrated, HeadSet(), params.normalise)
-    both = ndcg_at_k(torch.stack([final, all_heads]), gains, ideal, k)
-    if float(both[0]) != best_val:
-        logger.warning("query %s: label nDCG %.6f at inference, %.6f in the search", qid, float(both[0]), best_val)
-    return QueryLabel(qid, pairs, float(both[0]), float(both[1]), single.reshape(layers, heads))
+    return best_set, best_val, single
 
 
 @dataclass
@@ -270,7 +300,8 @@ def write_labels(labels: Labels, path: str | os.PathLike[str]) -> None:
 
 
 def read_labels(path: str | os.PathLike[str]) -> Labels:
-    """Read a labels file written by :func:`write_labels`."""
+    """Read a labels file written by :func:`write_labels`; every nDCG must be a number in [0, 1]
+    (not NaN or an infinity) and a query may have one label only."""
     lines = read_text(path).splitlines()  # bytes that are not UTF-8: an error naming file and line
     try:
         header = json.loads(lines[0]) if lines else None
@@ -278,9 +309,15 @@ def read_labels(path: str | os.PathLike[str]) -> Labels:
         header = None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise LabelsError(f"{path}: not a labels file (expected a first line with \"format\": \"{FORMAT}\")")
-    params = SearchParams(**header.get("search", {}))
+    try:
+        params = SearchParams(**header.get("search", {}))
+        if not math.isfinite(params.min_gain):
+            raise ValueError(f"min_gain is {params.min_gain}")
+    except (TypeError, ValueError) as exc:
+        raise LabelsError(f"{path}:1: bad 'search' settings in the header ({exc})") from None
     shape = tuple(header["shape"]) if header.get("shape") else None
     queries: dict[str, QueryLabel] = {}
+    first_line: dict[str, int] = {}
     for line_no, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -295,8 +332,16 @@ def read_labels(path: str | os.PathLike[str]) -> Labels:
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise LabelsError(f"{path}:{line_no}: malformed label ({exc})") from None
+        for what, values in (("ndcg", torch.tensor([label.ndcg, label.all_heads_ndcg])),
+                             ("single_head_ndcg", label.single_head_ndcg)):
+            if not bool(((values >= 0) & (values <= 1)).all()):  # NaN fails both comparisons
+                raise LabelsError(f"{path}:{line_no}: query {label.qid}: {what} holds a value that is not in [0, 1] "
+                                  "(NaN, an infinity or out of range)")
         if shape is not None and label.shape != shape:
             raise LabelsError(f"{path}:{line_no}: single_head_ndcg of shape {label.shape}, header says {shape}")
+        if label.qid in first_line:
+            raise LabelsError(f"{path}:{line_no}: duplicate label for query {label.qid!r} (first at line {first_line[label.qid]})")
+        first_line[label.qid] = line_no
         queries[label.qid] = label
     return Labels(queries, params, dict(header.get("model") or {}), dict(header.get("settings") or {}),
                   dict(header.get("skipped") or {}), shape)

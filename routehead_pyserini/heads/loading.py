@@ -2,6 +2,7 @@
 file's ``kind``."""
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -30,6 +31,7 @@ def _router_from_payload(payload: Any, path: str | os.PathLike[str], *, model: L
         raise RouterError(f"{path}: not a router file (expected format {FORMAT!r})")
     if model is not None:
         check_model(payload["model"], model)
+    check_finite(payload, path)
     config = RouterConfig.from_dict(payload["config"])
     router = Router(payload["input_dim"], tuple(payload["shape"]), config)
     router.load_state_dict(payload["state_dict"])
@@ -42,3 +44,17 @@ def _router_from_payload(payload: Any, path: str | os.PathLike[str], *, model: L
 
         return soft_router_from(trained, payload)
     return trained
+
+
+def check_finite(payload: dict, path: str | os.PathLike[str]) -> None:
+    """Every parameter, setting and fusion weight of a router file is finite (training history may hold NaN)."""
+    import torch
+
+    for name, tensor in (payload.get("state_dict") or {}).items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise RouterError(f"{path}: parameter {name} holds NaN or infinite values (a damaged file, or training diverged)")
+    for block in ("config", "fusion"):
+        for key, value in (payload.get(block) or {}).items():
+            spec = value.get("weight") if isinstance(value, dict) else value
+            if isinstance(spec, float) and not math.isfinite(spec):
+                raise RouterError(f"{path}: {block}.{key} is {spec}, not a finite number")

@@ -33,9 +33,10 @@ import yaml
 
 from ..engine.cache import QueryScores
 from ..errors import UserError
+from ..data.checks import int_problem, load_yaml, yaml_error
 from ..data.registry import lookup
 from ..firststage.sources import TextSpec, candidate_run, text_source
-from ..data.trec import Hit, read_qrels
+from ..data.trec import Hit, read_qrels, read_text
 from .features import Dataset, build_dataset, query_features
 from ..firststage.dense import PACKAGED, CachedDenseScorer
 from ..engine.query_embedding import embed_queries
@@ -77,33 +78,58 @@ class Collection:
 _FIELDS = {f.name for f in fields(Collection)} - {"name"}
 
 
+_PATH_FIELDS = ("run", "index", "corpus", "candidates", "topics", "qrels")
+
+
 def read_collections(path: str | os.PathLike[str]) -> list[Collection]:
-    """The collections of a YAML collections file, in file order."""
+    """The collections of a YAML collections file, in file order.
+
+    Unknown keys and a key given twice are errors; ``run`` and the other inputs are names or paths
+    (strings), ``sample`` a positive integer, ``relevance_level`` and ``seed`` integers (YAML's
+    ``.nan``, ``.inf``, ``2.5`` and ``true`` are not).
+    """
     path = Path(path)
+    if not path.exists():
+        raise CollectionsError(f"collections file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CollectionsError(f"collections file {path} does not exist") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CollectionsError(f"{path}: not a YAML collections file ({exc})") from None
+        data = load_yaml(read_text(path))  # not UTF-8: an error naming file and line
+    except yaml.YAMLError as exc:
+        raise CollectionsError(f"{path}: not a YAML collections file (invalid YAML{yaml_error(exc)})") from None
     entries = data.get("collections") if isinstance(data, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise CollectionsError(f"{path}: expected a 'collections:' mapping of names to {{run: ..., ...}}")
-    out = []
-    for name, spec in entries.items():
-        if not isinstance(spec, dict) or "run" not in spec:
-            raise CollectionsError(f"{path}: collection {name!r} needs at least a 'run'")
-        unknown = sorted(set(spec) - _FIELDS)
-        if unknown:
-            raise CollectionsError(f"{path}: collection {name!r} has unknown keys {unknown}; allowed: {', '.join(sorted(_FIELDS))}")
-        if SEPARATOR in str(name):
-            raise CollectionsError(f"{path}: a collection name may not contain {SEPARATOR!r} ({name!r})")
-        try:
-            out.append(Collection(name=str(name), **{k: (str(v) if k in {"run", "index", "corpus", "candidates", "topics", "qrels"} else v)
-                                                     for k, v in spec.items()}))
-        except TypeError as exc:
-            raise CollectionsError(f"{path}: collection {name!r}: {exc}") from None
-    return out
+    unknown = sorted(str(k) for k in data if k != "collections")
+    if unknown:
+        raise CollectionsError(f"{path}: unknown top-level keys {unknown}; allowed: collections")
+    return [_collection(path, name, spec) for name, spec in entries.items()]
+
+
+def _collection(path: Path, name: object, spec: object) -> Collection:
+    if not isinstance(spec, dict) or "run" not in spec:
+        raise CollectionsError(f"{path}: collection {name!r} needs at least a 'run'")
+    unknown = sorted(str(k) for k in set(spec) - _FIELDS)
+    if unknown:
+        raise CollectionsError(f"{path}: collection {name!r} has unknown keys {unknown}; allowed: {', '.join(sorted(_FIELDS))}")
+    if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name).strip():
+        raise CollectionsError(f"{path}: collection name {name!r} is not a non-empty string")
+    if SEPARATOR in str(name) or any(ch.isspace() for ch in str(name)):
+        raise CollectionsError(f"{path}: a collection name may not contain {SEPARATOR!r} or whitespace ({name!r})")
+    values = {}
+    for key, value in spec.items():
+        if key in _PATH_FIELDS:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+                raise CollectionsError(f"{path}: collection {name!r}: {key} must be a file or registry name, got {value!r}")
+            values[key] = str(value)
+            continue
+        problem = int_problem(value, 1 if key == "sample" else None)
+        if problem and not (key == "sample" and value is None):
+            raise CollectionsError(f"{path}: collection {name!r}: {key} is {problem}")
+        values[key] = value
+    if "run" not in values:
+        raise CollectionsError(f"{path}: collection {name!r} needs at least a 'run'")
+    return Collection(name=str(name), **values)
 
 
 def select(collections: Sequence[Collection], only: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Collection]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from . import manifest
-from ..errors import UserError
+from ..errors import UserError, os_error_message
 from .spec import Pipeline, PipelineError, Stage, path_key
 
 logger = logging.getLogger(__name__)
@@ -107,17 +107,25 @@ class _Runner:
         started = time.perf_counter()
         try:
             captured = self.invoke(stage)
-        except (UserError, click.ClickException, FileNotFoundError) as exc:
+        except (UserError, click.ClickException, OSError) as exc:
             seconds = time.perf_counter() - started
-            message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+            message = (exc.format_message() if isinstance(exc, click.ClickException)
+                       else os_error_message(exc) if isinstance(exc, OSError) else str(exc))
             logger.error("%s (%s) failed after %.1f s: %s", label, stage.uses, seconds, message, exc_info=logger.isEnabledFor(logging.DEBUG))
             self.results.append(StageResult(pipeline.name, stage.id, "failed", message, seconds))
             raise PipelineError(f"{pipeline.path}: stage {stage.id!r} ({stage.uses}) failed: {message}\n"
                                 f"  command: {stage.command_line}\n"
                                 f"  finished stages keep their records; run the pipeline again to resume here") from exc
-        except BaseException:
-            logger.exception("%s (%s) stopped", label, stage.uses)
-            self.results.append(StageResult(pipeline.name, stage.id, "failed", "stopped", time.perf_counter() - started))
+        except BaseException as exc:  # Ctrl-C, SIGTERM, a bug: the command line reports it in one line
+            seconds = time.perf_counter() - started
+            if isinstance(exc, KeyboardInterrupt):
+                why = f"interrupted ({str(exc) or 'Ctrl-C'})"
+                logger.error("%s (%s) %s after %.1f s: its partial outputs are removed and it has no record; run the "
+                             "pipeline again to resume here", label, stage.uses, why, seconds, exc_info=logger.isEnabledFor(logging.DEBUG))
+            else:
+                why = f"stopped by {type(exc).__name__}"
+                logger.error("%s (%s) %s after %.1f s", label, stage.uses, why, seconds, exc_info=logger.isEnabledFor(logging.DEBUG))
+            self.results.append(StageResult(pipeline.name, stage.id, "failed", why, seconds))
             raise
         seconds = time.perf_counter() - started
         if captured.strip():

@@ -49,6 +49,7 @@ import click
 import yaml
 
 from ..errors import UserError
+from ..data.checks import load_yaml, yaml_error
 from ..data.trec import read_text
 from .stage_io import as_list, canonical_key, command_argv, command_io, command_keys, norm_key
 
@@ -125,7 +126,7 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise PipelineError(f"--set {pair!r}: expected KEY=VALUE (a variable, workdir, or STAGE.OPTION)")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            out[key.strip()] = load_yaml(value) if value.strip() else ""
         except yaml.YAMLError:
             out[key.strip()] = value
     return out
@@ -151,6 +152,7 @@ class _Loader:
         self.done: dict[str, Stage] = {}  # stage id -> stage, in file order (expanded methods too)
         self.groups: dict[str, list[Stage]] = {}
         self.written: dict[str, str] = {}  # normalised output path -> stage id
+        self.sources: dict[str, str] = {}  # real path of a file the pipeline reads but does not write -> first reader
         self.later: set[str] = set()
         self.base: dict[str, str] = {"data_dir": str(data_dir), "pipeline_dir": str(path.parent)}
 
@@ -167,11 +169,9 @@ class _Loader:
         if not self.path.is_file():
             raise PipelineError(f"{self.path}: pipeline file not found")
         try:
-            raw = yaml.safe_load(read_text(self.path))  # not UTF-8: an error naming file and line
+            raw = load_yaml(read_text(self.path))  # not UTF-8, or a key given twice: an error naming the line
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" at line {mark.line + 1}" if mark is not None else ""
-            raise PipelineError(f"{self.path}: invalid YAML{line}: {getattr(exc, 'problem', None) or exc}") from None
+            raise PipelineError(f"{self.path}: invalid YAML{yaml_error(exc)}") from None
         if not isinstance(raw, dict):
             raise self.fail("expected a mapping with keys " + ", ".join(TOP_KEYS))
         for key in raw:
@@ -379,13 +379,29 @@ class _Loader:
             for value in as_list(settings.get(key)):
                 if value is not None:
                     self.check_input(stage_id, uses, key, str(value))
+                    if path_key(str(value)) not in self.written and Path(str(value)).expanduser().exists():
+                        self.sources.setdefault(os.path.realpath(os.path.expanduser(str(value))), stage_id)
         outputs = [p for k in io_keys.outputs if settings.get(k) is not None for p in io_keys.written(k, settings)]
         for out in outputs:
             earlier = self.written.get(path_key(out))
             if earlier is not None:
                 raise self.fail(f"{out} is already written by stage {earlier!r}", stage=stage_id, uses=uses)
+            self.check_not_a_source(out, stage_id, uses)
             self.written[path_key(out)] = stage_id
         return Stage(stage_id, uses, settings, command_argv(by_key, settings), inputs, outputs, description, group)
+
+    def check_not_a_source(self, out: str, stage_id: str, uses: str | None) -> None:
+        """No stage writes over a pipeline file (this one or one it includes) or over a file that a
+        stage reads without the pipeline having made it (its source data)."""
+        real = os.path.realpath(os.path.expanduser(out))
+        for pipeline_file in self.stack:
+            if real == os.path.realpath(pipeline_file):
+                raise self.fail(f"{out} is the pipeline file {pipeline_file}: a stage must not write over it", stage=stage_id, uses=uses)
+        reader = self.sources.get(real)
+        if reader is not None:
+            whose = "its own input" if reader == stage_id else f"an input of stage {reader!r}"
+            raise self.fail(f"{out} is {whose}, which this pipeline does not make: writing it would replace the input; "
+                            "choose another output path", stage=stage_id, uses=uses)
 
     def check_value(self, stage_id: str, uses: str, key: str, param: click.Parameter, value: Any, is_path: bool) -> Any:
         if value is None:
@@ -459,6 +475,7 @@ class _Loader:
         sub = _Loader(target, overrides={str(k): v for k, v in sets.items()}, workdir=None, data_dir=self.data_dir,
                       group=self.group, stack=(*self.stack, target.resolve())).load()
         for out in sub.all_outputs():
+            self.check_not_a_source(out, stage_id, None)
             self.written[path_key(out)] = stage_id
         stage = Stage(stage_id, None, {"workdir": str(sub.workdir)}, [], [], sub.all_outputs(), description, None, sub)
         self.done[stage_id] = stage

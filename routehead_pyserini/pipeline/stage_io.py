@@ -7,8 +7,11 @@ the outermost decorator of the click command); one without it cannot be used in 
 """
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
@@ -40,10 +43,53 @@ def pipeline_io(inputs: Sequence[str] = (), outputs: Sequence[str] = (), expand:
     holding a report, a pattern giving several files)."""
 
     def mark(command):
-        setattr(command, _ATTRIBUTE, CommandIO(tuple(inputs), tuple(outputs), dict(expand or {})))
+        io = CommandIO(tuple(inputs), tuple(outputs), dict(expand or {}))
+        setattr(command, _ATTRIBUTE, io)
+        _guard_inputs(command, io)
         return command
 
     return mark
+
+
+def _guard_inputs(command: click.Command, io: CommandIO) -> None:
+    """Wrap the command's callback: before it runs, refuse an output that is one of its inputs."""
+    callback = command.callback
+    if callback is None:
+        return
+    names = {canonical_key(p): p.name for p in command.params if p.name}
+
+    @functools.wraps(callback)
+    def guarded(*args, **kwargs):
+        check_no_overwrite(io, {key: kwargs.get(name) for key, name in names.items()})
+        return callback(*args, **kwargs)
+
+    command.callback = guarded
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """True when the two paths name one file or folder (after ``~``, ``..`` and symbolic links)."""
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)  # hard links and bind mounts too
+    except OSError:
+        pass
+    return os.path.realpath(pa) == os.path.realpath(pb)
+
+
+def check_no_overwrite(io: CommandIO, settings: Mapping[str, Any]) -> None:
+    """Refuse (a usage error naming both options) an output path that is also an input: the command
+    would replace what it reads. Inputs that are registry names or literals are not paths and pass."""
+    inputs = [(key, str(v)) for key in io.inputs for v in as_list(settings.get(key)) if v is not None]
+    for out_key in io.outputs:
+        if settings.get(out_key) is None:
+            continue
+        for written in io.written(out_key, settings):
+            for in_key, value in inputs:
+                if Path(value).expanduser().exists() and same_file(written, value):
+                    raise click.UsageError(
+                        f"--{out_key} {written} is the same file as the input --{in_key} {value}: writing it would replace "
+                        f"the input; choose another output path")
 
 
 def command_io(command) -> CommandIO | None:
@@ -78,7 +124,7 @@ def canonical_key(param: click.Parameter) -> str:
 
 
 def as_list(value: Any) -> list:
-    return [] if value is None else value if isinstance(value, list) else [value]
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def command_argv(params: Mapping[str, click.Parameter], settings: Mapping[str, Any]) -> list[str]:

@@ -24,6 +24,9 @@ from click.testing import CliRunner
 from routehead_pyserini.cli import main
 
 from bad_cases import Case, case
+from cases_values import CASES as VALUE_CASES, write_files as write_value_files
+from cases_outputs import CASES as OUTPUT_CASES, write_files as write_output_files
+from cases_errors import CASES as ERROR_CASES, write_files as write_error_files
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,7 +115,9 @@ CASES = [
     case("pipeline-unknown-key", "unknown top-level key", "pipeline run {d}/unknown_key.yaml --dry-run", r"unknown_key\.yaml: .*unknown top-level key"),
     case("pipeline-missing-file", "pipeline file that does not exist", "pipeline run {d}/nofile.yaml --dry-run", r"nofile\.yaml: pipeline file not found"),
     case("pipeline-stage-bad-topics", "a stage reading binary topics", "pipeline run {d}/stage_binary.yaml --workdir {out}/w", r"binary\.bin:1: not UTF-8 text"),
-]
+] + VALUE_CASES
+CASES += OUTPUT_CASES  # outputs that would destroy an input (cases_outputs.py)
+CASES += ERROR_CASES  # values and folders that ended in a library's traceback (cases_errors.py)
 
 
 def _write_bad_files(d: Path) -> None:
@@ -150,6 +155,9 @@ def _write_bad_files(d: Path) -> None:
     (d / "stage_binary.yaml").write_text(
         "name: bad-stage\nstages:\n  - id: bm25\n    uses: search\n"
         f"    with: {{index: demo, topics: {d / 'binary.bin'}, output: '${{workdir}}/bm25.trec'}}\n")
+    write_value_files(d)
+    write_output_files(d)
+    write_error_files(d)
 
 
 def _read_only_dir(tmp_path_factory) -> Path | None:
@@ -192,6 +200,7 @@ def test_bad_input_is_one_clear_line(bad: Case, paths, tmp_path, monkeypatch):
     monkeypatch.setenv("ROUTEHEAD_CACHE_DIR", str(tmp_path / "cache"))  # nothing built in the user's cache
     args = [a.format(out=tmp_path / "out", **paths) for a in bad.args]
     before = sorted(p.name for p in tmp_path.iterdir())
+    inputs_before = _snapshot(Path(paths["d"]))
     result = invoke(args)
     assert result.exit_code not in (0, None), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), (
@@ -202,6 +211,16 @@ def test_bad_input_is_one_clear_line(bad: Case, paths, tmp_path, monkeypatch):
     assert re.search(bad.message, errors[0]), errors[0]
     assert not list((tmp_path / "out").glob("**/*.trec")) if (tmp_path / "out").exists() else True  # no partial output
     assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("out", "cache")) == before  # nothing in the cwd
+    assert _snapshot(Path(paths["d"])) == inputs_before  # every input file and folder as it was, byte for byte
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | str]:
+    """Every path under ``folder`` with its bytes (files), its target (links) or "dir"."""
+    out: dict[str, bytes | str] = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        out[key] = f"-> {os.readlink(path)}" if path.is_symlink() else "dir" if path.is_dir() else path.read_bytes()
+    return out
 
 
 def test_the_table_covers_every_command():

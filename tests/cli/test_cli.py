@@ -65,7 +65,7 @@ def test_malformed_run_is_one_clear_line(cli, tmp_path):
     bad.write_text("1 Q0 d1 1 1.0 t\n1 Q0 d2 two 0.5 t\n")
     result = CliRunner().invoke(main, ["evaluate", str(bad), "--qrels", str(DEMO_DATA / "qrels.txt")])
     assert result.exit_code == 1
-    assert f"Error: {bad}:2: rank 'two' is not a number" in result.output
+    assert f"Error: {bad}:2: rank 'two' is not an integer" in result.output
     assert "Traceback" not in result.output
 
 

@@ -105,3 +105,25 @@ def test_missing_benchmark_says_how_to_get_it(tmp_path):
     listing = result.output.split("\nscifact\n")[1].split("\nvaswani\n")[0]
     assert f"to get it: put its files in {tmp_path / 'scifact'}/ (from ir_datasets 'beir/scifact/train'" in listing
     assert "to get it" not in result.output.split("\ndemo\n")[1].split("\nlisa\n")[0]  # shipped in the package
+
+
+def test_a_duplicate_key_or_a_non_path_value_in_the_user_registry_is_an_error(_isolated_registry):
+    path = _isolated_registry
+    old = path.read_text() if path.exists() else None
+    try:
+        path.write_text("mine:\n  corpus: /tmp/c.jsonl\n  corpus: /tmp/d.jsonl\n")
+        with pytest.raises(RegistryError, match=r"registry\.yaml: invalid YAML at line 3: duplicate key 'corpus' \(first at line 2\)"):
+            load_registry()
+        path.write_text("mine: {corpus: /tmp/c.jsonl}\nmine: {index: /tmp/i}\n")
+        with pytest.raises(RegistryError, match=r"line 2: duplicate key 'mine' \(first at line 1\)"):
+            load_registry()
+        path.write_text("mine: {corpus: .nan}\n")
+        with pytest.raises(RegistryError, match=r"entry 'mine': corpus must be a path \(a string\), got nan"):
+            load_registry()
+        path.write_bytes("\ufeffmine: {corpus: /tmp/c.jsonl}\n".encode("utf-8"))
+        assert str(load_registry()["mine"].corpus) == "/tmp/c.jsonl"
+    finally:
+        if old is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(old)

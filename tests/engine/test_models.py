@@ -95,7 +95,7 @@ def test_missing_paths_and_bad_dtype(tmp_path):
         load_model(str(tmp_path / "missing"))
     with pytest.raises(ModelLoadError, match="GGUF file not found"):
         load_model(str(tmp_path / "missing.gguf"))
-    with pytest.raises(ValueError, match="unknown dtype"):
+    with pytest.raises(ModelLoadError, match="unknown dtype"):
         load_model("smollm2-135m", dtype="float8")
 
 

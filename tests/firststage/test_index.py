@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+from routehead_pyserini.data.corpus import CorpusError
+from routehead_pyserini.data.trec import TrecFormatError
 from routehead_pyserini.pipeline.demo import DEMO_DATA
 from routehead_pyserini.firststage.index import MANIFEST, IndexBuildError, build_index, index_is_stale
 from routehead_pyserini.firststage.search import DocumentStore
@@ -27,10 +29,21 @@ def test_duplicate_ids_fail_and_leave_nothing(jvm, tmp_path):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"_id": "a", "text": "one"}\n{"_id": "a", "text": "two"}\n')
     target = tmp_path / "idx"
-    with pytest.raises(IndexBuildError, match="duplicate document id 'a'"):
+    with pytest.raises(CorpusError, match=r"c\.jsonl: duplicate document id 'a' \(lines 1 and 2\)"):
         build_index(corpus, target, progress=False)
     assert not target.exists()
     assert list(tmp_path.iterdir()) == [corpus]  # no temporary folder left behind
+
+
+@pytest.mark.parametrize("docid", ["a b", "a\tb", " ", ""])
+def test_document_ids_that_break_a_run_line_fail_and_leave_nothing(jvm, tmp_path, docid):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"_id": "ok", "text": "one"}) + "\n" + json.dumps({"_id": docid, "text": "two"}) + "\n")
+    target = tmp_path / "idx"
+    with pytest.raises(TrecFormatError, match=r"c\.jsonl:2: document id .* (whitespace|empty)"):
+        build_index(corpus, target, progress=False)
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == [corpus]
 
 
 def test_stale_after_corpus_changes(jvm, tmp_path):

@@ -56,3 +56,78 @@ def test_aggregate_sums_selected_heads():
     assert torch.equal(aggregate(partial, from_pairs([(1, 0)])), scores[1, 0])
     with pytest.raises(HeadSetError, match="not computed"):
         aggregate(partial, HeadSet())
+
+
+# ---- issue #22: every number of a head-set file finite; no key twice ----------------------------
+
+def _file(tmp_path, text, name="h.json"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("[1.0, NaN]", r"weight of head 3\.4 is NaN"),
+    ("[Infinity, 1.0]", r"weight of head 1\.2 is infinite \(inf\)"),
+    ("[1.0, -Infinity]", r"weight of head 3\.4 is infinite \(-inf\)"),
+    ("[1e999, 1.0]", r"weight of head 1\.2 is infinite \(inf\)"),
+    ('[1.0, "2"]', r"weight of head 3\.4 is '2', not a number"),
+    ("[1.0, true]", r"weight of head 3\.4 is True, not a number"),
+    ("[1.0]", r"'weights' must be a list of one number per listed head"),
+])
+def test_head_weights_must_be_finite_numbers(tmp_path, weights, message):
+    path = _file(tmp_path, f'{{"format": "{FORMAT}", "heads": [[1, 2], [3, 4]], "weights": {weights}}}')
+    with pytest.raises(HeadSetError, match=rf"h\.json: {message}"):
+        read_head_set(path)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('"fuse": {"weight": NaN, "normalise": "zscore"}', r"fuse\.weight is NaN"),
+    ('"fuse_dense": {"weight": -1e999, "model": "m"}', r"fuse_dense\.weight is infinite \(-inf\)"),
+    ('"fuse": {"weight": null}', r"fuse\.weight is None, not a number"),
+    ('"learned": {"lambda": Infinity}', r"learned\.lambda is infinite \(inf\)"),
+    ('"model": {"layers": 2.5, "heads": 4}', r"model\.layers is 2\.5, not an integer"),
+    ('"heads": [[1, 2]]', r"key 'heads' appears twice in one object"),
+])
+def test_every_other_number_finite_and_no_key_twice(tmp_path, extra, message):
+    path = _file(tmp_path, f'{{"format": "{FORMAT}", "heads": [[1, 2]], {extra}}}')
+    with pytest.raises(HeadSetError, match=rf"h\.json: {message}"):
+        read_head_set(path)
+
+
+def test_heads_must_be_integer_pairs(tmp_path):
+    with pytest.raises(HeadSetError, match=r"head \[1\.5, 2\] is not a pair of integers >= 0"):
+        read_head_set(_file(tmp_path, f'{{"format": "{FORMAT}", "heads": [[1.5, 2]]}}'))
+    with pytest.raises(HeadSetError, match=r"head \[-1, 2\] is not a pair"):
+        read_head_set(_file(tmp_path, f'{{"format": "{FORMAT}", "heads": [[-1, 2]]}}'))
+
+
+def test_a_byte_order_mark_and_an_old_nan_cv_point_are_read(tmp_path):
+    text = f'\ufeff{{"format": "{FORMAT}", "heads": [[1, 2]], "weights": [0.5], "learned": {{"cv": [{{"lambda": 0.1, "ndcg": NaN}}]}}}}'
+    hs = read_head_set(_file(tmp_path, text))
+    assert hs.weights == (0.5,) and hs.extra["learned"]["cv"][0]["ndcg"] is None
+
+
+def test_write_refuses_a_non_finite_weight_and_writes_strict_json(tmp_path):
+    with pytest.raises(HeadSetError, match=r"weight of head 1\.2 is nan"):
+        from_pairs([(1, 2)], [float("nan")])
+    ok = from_pairs([(1, 2)], [1.0], extra={"fuse": {"weight": float("inf")}})
+    with pytest.raises(HeadSetError, match=r"cannot write .*fuse\.weight is inf"):
+        write_head_set(ok, tmp_path / "x.json")
+    info = from_pairs([(1, 2)], [1.0], extra={"learned": {"cv": [{"lambda": 1.0, "ndcg": float("nan")}]}})
+    write_head_set(info, tmp_path / "y.json")
+    text = (tmp_path / "y.json").read_text()
+    assert "NaN" not in text and json.loads(text)["learned"]["cv"][0]["ndcg"] is None
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_zscore_stays_finite_near_the_float64_limit():
+    from routehead_pyserini.heads.head_set import normalise_scores
+
+    scores = torch.tensor([[[1.7e308, 1.7e308, 1.7e308], [1e308, 1e308, -1e308], [1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]],
+                          dtype=torch.float64)
+    z = normalise_scores(scores)
+    assert torch.isfinite(z).all()
+    assert z[0, 0].tolist() == [0.0, 0.0, 0.0] and z[0, 3].tolist() == [0.0, 0.0, 0.0]  # a constant head is 0
+    assert z[0, 1, 0] == z[0, 1, 1] > 0 > z[0, 1, 2]
+    assert torch.equal(z[0, 2], normalise_scores(scores[:, 2:3])[0, 0])  # ordinary rows: the same bits as alone

@@ -247,3 +247,30 @@ def test_router_targets_set_tied_and_soft():
         router_targets(labels, ["q9"], "soft")
     with pytest.raises(LabelsError, match="targets"):
         router_targets(labels, ["q0"], "best")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"ndcg": float("nan")}, r"l\.jsonl:2: query q0: ndcg holds a value that is not in \[0, 1\]"),
+    ({"all_heads_ndcg": float("inf")}, r"l\.jsonl:2: query q0: ndcg holds a value"),
+    ({"single_head_ndcg": [[0.1, float("nan")], [0.2, 0.3]]}, r"l\.jsonl:2: query q0: single_head_ndcg holds a value"),
+    ({"single_head_ndcg": [[0.1, 1.5], [0.2, 0.3]]}, r"l\.jsonl:2: query q0: single_head_ndcg holds a value"),
+])
+def test_label_values_must_be_finite_ndcg(tmp_path, change, message):
+    """Issue #22: a labels file's NaN / Infinity tokens (Python's json reads them) are errors naming the line."""
+    import json
+
+    header = {"format": "routehead-labels/1", "model": {"name": "m"}, "search": {}, "shape": [2, 2]}
+    row = {"qid": "q0", "heads": [[0, 1]], "ndcg": 0.5, "all_heads_ndcg": 0.4, "single_head_ndcg": [[0.1, 0.2], [0.3, 0.4]]}
+    path = tmp_path / "l.jsonl"
+    path.write_text(json.dumps(header) + "\n" + json.dumps({**row, **change}) + "\n")
+    with pytest.raises(LabelsError, match=message):
+        read_labels(path)
+    path.write_text(json.dumps(header) + "\n" + json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(LabelsError, match=r"l\.jsonl:3: duplicate label for query 'q0' \(first at line 2\)"):
+        read_labels(path)
+    path.write_text(json.dumps({**header, "search": {"min_gain": float("nan")}}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(LabelsError, match=r"l\.jsonl:1: bad 'search' settings in the header \(min_gain is nan\)"):
+        read_labels(path)
+    path.write_text(json.dumps({**header, "search": {"beem": 2}}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(LabelsError, match=r"l\.jsonl:1: bad 'search' settings"):
+        read_labels(path)

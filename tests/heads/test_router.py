@@ -1,6 +1,8 @@
 """RouteHead router: training on a separable synthetic problem, sparsity, determinism, checkpoints."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -170,3 +172,20 @@ def test_route_queries_end_to_end(tmp_path, tiny_llama):
     assert all(s.model_fingerprint == tiny_llama.fingerprint for s in routed)
     with pytest.raises(RouterError, match="not for model"):
         loaded.route_queries(tiny_wrapped("other"), QUERIES)
+
+
+def test_a_router_file_with_non_finite_values_is_refused(tmp_path):
+    """Issue #22: NaN parameters (a damaged file, diverged training) or settings never reach a routing."""
+    llm = tiny_wrapped("tiny-a")
+    x, y, _, _ = clustered(40)
+    path = tmp_path / "router.pt"
+    save_router(train_router(x, y, RouterConfig(epochs=1)), path, model=llm)
+    payload = torch.load(path, weights_only=True)
+    name = next(iter(payload["state_dict"]))
+    bad = dict(payload, state_dict={**payload["state_dict"], name: payload["state_dict"][name] * float("nan")})
+    torch.save(bad, tmp_path / "nan.pt")
+    with pytest.raises(RouterError, match=rf"nan\.pt: parameter {re.escape(name)} holds NaN or infinite values"):
+        load_router(tmp_path / "nan.pt")
+    torch.save(dict(payload, config={**payload["config"], "sparsity": float("inf")}), tmp_path / "inf.pt")
+    with pytest.raises(RouterError, match=r"inf\.pt: config\.sparsity is inf, not a finite number"):
+        load_router(tmp_path / "inf.pt")

@@ -265,3 +265,19 @@ def test_a_fusion_only_file_never_loads_the_llm(smollm2, demo_cli, tmp_path, mon
     assert result.exit_code == 0, result.output
     assert "no LLM" in result.output
     assert (tmp_path / "no-llm.trec").read_bytes() == with_llm.read_bytes()
+
+
+def test_fusion_weights_must_be_finite_and_a_constant_first_stage_fuses_as_zero():
+    """Issue #22: no NaN reaches a fused score (a flat first stage z-normalises to 0, not 0/0)."""
+    from routehead_pyserini.heads.fusion import dense_fusion_of, fusion_of
+
+    for key, reader, spec in (("fuse", fusion_of, {"weight": float("nan")}),
+                              ("fuse_dense", dense_fusion_of, {"weight": float("inf"), "model": "m"})):
+        with pytest.raises(WeightsError, match="finite numeric 'weight'"):
+            reader(from_pairs([(0, 0)], [1.0], extra={key: spec}))
+    assert first_stage_feature([3.0, 3.0, 3.0]).tolist() == [0.0, 0.0, 0.0]
+    assert first_stage_feature([1e308, 1e308]).tolist() == [0.0, 0.0]
+    calibrated = torch.tensor([[[0.2, 0.1, 0.3]]])
+    fused = fused_scores(calibrated, from_pairs([(0, 0)], [1.0], normalise="zscore", extra={"fuse": {"weight": 0.5}}),
+                         first_stage=[7.0, 7.0, 7.0])
+    assert torch.isfinite(fused).all()

@@ -80,6 +80,12 @@ def broken(tmp_path: Path, old: str, new: str) -> Path:
     ("id: shuffled", "id: bm25", "p.yaml: stage 'bm25': key 'id': a stage with this id comes earlier in the file"),
     ("qrels: \"", "qrels: \"/nowhere/", "p.yaml: stage 'report' (evaluate): key 'qrels': /nowhere/"),
     ("    uses: search", "    uses: search\n    wiht: {}", "p.yaml: stage 'bm25': key 'wiht': unknown stage key (did you mean 'with'?)"),
+    # issue #22: a key twice (YAML's safe_load would keep the last silently), non-finite option values
+    ("    uses: search", "    uses: search\n    uses: random-order", "p.yaml: invalid YAML at line 7: duplicate key 'uses' (first at line 6)"),
+    ("  hits: 10", "  hits: 10\n  hits: 20", "p.yaml: invalid YAML at line 4: duplicate key 'hits' (first at line 3)"),
+    ("hits: \"${hits}\"", "hits: 5, k1: .nan", "p.yaml: stage 'bm25' (search): key 'k1': nan is not a finite number"),
+    ("hits: \"${hits}\"", "hits: 5, b: 1.5", "p.yaml: stage 'bm25' (search): key 'b': 1.5 is not in the range 0<=x<=1"),
+    ("hits: \"${hits}\"", "hits: 5, k1: -.inf", "p.yaml: stage 'bm25' (search): key 'k1': -inf is not a finite number"),
 ])
 def test_validation_errors_name_file_stage_and_key(tmp_path, old, new, message):
     path = broken(tmp_path, old, new)
@@ -87,6 +93,12 @@ def test_validation_errors_name_file_stage_and_key(tmp_path, old, new, message):
         load_pipeline(path, main)
     assert str(caught.value).startswith(str(path)), caught.value
     assert message.removeprefix("p.yaml") in str(caught.value)
+
+
+def test_a_byte_order_mark_is_dropped(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(("\ufeff" + SMALL.format(index=DEMO_DATA, qrels=DEMO_DATA / "qrels.txt")).replace("name: small", "name: bom").encode("utf-8"))
+    assert load_pipeline(path, main).name == "bom"  # not a key '\ufeffname'
 
 
 def test_overrides_are_checked_too(tmp_path, demo_index):
