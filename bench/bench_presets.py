@@ -27,19 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from isolated import run_child, write_results
+from isolated import PEAK_FLOPS, layer_flops_per_token, run_child, write_results
 
-PEAK_FLOPS = 78e9  # fp32 matrix-multiply peak measured on these 2 cores (../shared/ENVIRONMENT.md)
-
-
-def layer_flops_per_token(spec_config) -> float:
-    """2 x the weights one decoder layer multiplies per token (attention projections and the MLP)."""
-    hidden = spec_config.hidden_size
-    head_dim = getattr(spec_config, "head_dim", None) or hidden // spec_config.num_attention_heads
-    q = hidden * spec_config.num_attention_heads * head_dim
-    kv = 2 * hidden * spec_config.num_key_value_heads * head_dim
-    mlp = 3 * hidden * spec_config.intermediate_size
-    return 2.0 * (2 * q + kv + mlp)
 
 
 def child(method: str, queries: int, top_k: int) -> None:

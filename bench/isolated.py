@@ -25,3 +25,16 @@ def write_results(path: Path | None, payload) -> None:
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+PEAK_FLOPS = 78e9  # fp32 matrix-multiply peak measured on these 2 cores (../shared/ENVIRONMENT.md)
+
+
+def layer_flops_per_token(config) -> float:
+    """2 x the weights one decoder layer multiplies per token (attention projections and the MLP)."""
+    hidden = config.hidden_size
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    q = hidden * config.num_attention_heads * head_dim
+    kv = 2 * hidden * config.num_key_value_heads * head_dim
+    mlp = 3 * hidden * config.intermediate_size
+    return 2.0 * (2 * q + kv + mlp)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UserError
+
 #: The LLM used wherever none is named (the packaged SmolLM2-135M; its presets are shipped).
 DEFAULT_MODEL = "smollm2-135m"
 #: Model dtypes and quantisations the loaders accept (engine.models, engine.quantize); here, torch-free, for the CLI.
@@ -30,6 +32,10 @@ DATA_DIR_HELP = (f"--data-dir, else ${DATA_DIR_ENV}, else shared/data beside thi
                  "when it exists, else ~/.local/share/routehead-pyserini")
 
 
+class ConfigError(UserError, ValueError):
+    """A data or cache folder setting that names a file instead of a folder."""
+
+
 def user_data_dir() -> Path:
     """``$XDG_DATA_HOME/routehead-pyserini``, default ``~/.local/share/routehead-pyserini``."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -39,11 +45,14 @@ def user_data_dir() -> Path:
 def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """The benchmark data directory: explicit override, then the environment, then the checkout's
     ``../shared/data`` (from this package's path, not the working directory), then the user data folder."""
-    if override:
-        return Path(override).expanduser()
     env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
+    if override or env:
+        path = Path(override or env).expanduser()
+        if path.exists() and not path.is_dir():
+            origin = f"--data-dir {override}" if override else f"${DATA_DIR_ENV}={env}"
+            raise ConfigError(f"{origin} is a file, not the benchmark data folder: point it at a folder "
+                              "(README, 'Getting the data')")
+        return path
     if CHECKOUT_DATA_DIR.is_dir():
         return CHECKOUT_DATA_DIR
     return user_data_dir()
@@ -52,13 +61,16 @@ def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """The cache directory (created on first use)."""
     if override:
-        path = Path(override).expanduser()
+        path, origin = Path(override).expanduser(), "the cache folder"
     elif os.environ.get(CACHE_DIR_ENV):
-        path = Path(os.environ[CACHE_DIR_ENV]).expanduser()
+        path, origin = Path(os.environ[CACHE_DIR_ENV]).expanduser(), f"${CACHE_DIR_ENV}"
     else:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        path = Path(base) / "routehead-pyserini"
-    path.mkdir(parents=True, exist_ok=True)
+        path, origin = Path(base) / "routehead-pyserini", "the cache folder ($XDG_CACHE_HOME or ~/.cache)"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{origin} {path} is a file, not a folder: point {CACHE_DIR_ENV} at a folder") from None
     return path
 
 

@@ -3,7 +3,10 @@
 A reader never sees a half-written file, and an interrupted job leaves the previous file intact.
 Outputs get the mode a plain ``open()`` would give (0644 files and 0755 folders under umask 022;
 a replaced file keeps its mode), not the 0600/0700 of temporary files. A folder that cannot be
-written is an :class:`OutputError` naming the output.
+written is an :class:`OutputError` naming the output. An output path that is a symbolic link writes
+the file it points to (the link stays); a link loop, and an existing output that is not a regular
+file (a device such as ``/dev/null``, a FIFO, a socket), are refused: renaming over them would
+replace them.
 """
 from __future__ import annotations
 
@@ -47,13 +50,45 @@ def _cannot_write(target: Path, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {target}: {exc.strerror or exc}{where}")
 
 
+def output_target(path: str | os.PathLike[str], *, directory: bool = False) -> Path:
+    """The path an output named ``path`` is renamed onto: a symbolic link's target (so the link
+    stays); an :class:`OutputError` for a link loop, or for an existing path that is neither a
+    regular file nor a folder (a device, a FIFO, a socket), which a rename would replace."""
+    target = Path(path)
+    if target.is_symlink():
+        try:
+            target.stat()
+        except FileNotFoundError:
+            pass  # a dangling link: write the file it names
+        except OSError as exc:  # ELOOP
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc} (a symbolic link that never reaches a file)") from None
+        target = Path(os.path.realpath(target))
+    try:
+        mode = target.stat().st_mode
+    except OSError:  # nothing there yet (or a path below a file: creating it says so)
+        return target
+    kind = _kind(mode)
+    if kind not in ("a regular file", "a folder"):  # a file where a folder goes, or the reverse, fails at the rename
+        raise OutputError(f"cannot write {path}: it is {kind}, not a {'folder' if directory else 'regular file'}; "
+                          "writing the output would replace it")
+    return target
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit it is fsynced and renamed onto ``path``.
 
     On an exception the temporary file is removed and ``path`` is left as it was.
     """
-    target = Path(path)
+    target = output_target(path)
     binary = "b" in mode
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +154,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     it is deleted and ``path`` is left as it was."""
     import shutil
 
-    path = Path(path)
+    path = output_target(path, directory=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

@@ -15,6 +15,8 @@ from .. import __version__, config
 logger = logging.getLogger("routehead_pyserini")
 
 POSITIVE = click.IntRange(min=1)  # counts: --top-k, --hits, --threads, --epochs...
+MAX_THREADS = 1024  # torch threads: more fails in torch (beyond a C int) or aborts in OpenMP (1e9 thread stacks)
+RELEVANCE_LEVEL = click.IntRange(-(2**31), 2**31 - 1)  # trec_eval -l: a C int
 FOLDS = click.IntRange(min=2)  # cross-validation needs a held-out fold
 MEASURE_HELP = "Measure, repeatable: nDCG@10, MAP@100, R@100, MRR@10, P@10, MAP, nDCG."
 
@@ -40,7 +42,14 @@ class Context:
 def _setup_logging(level: str, quiet: bool, log_file: str | None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        import os
+
+        folder = Path(log_file).expanduser().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK) or (Path(log_file).exists() and not os.access(log_file, os.W_OK)):
+            raise click.BadParameter(f"{log_file}: cannot write there ({'no folder ' + str(folder) if not folder.is_dir() else 'permission denied'})",
+                                     param_hint="'--log-file'")
+        # opened at the first record, after the command has checked that the log is none of its inputs or outputs
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8", delay=True))
     logging.basicConfig(
         level=logging.WARNING if quiet and level == "INFO" else getattr(logging, level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -92,6 +101,7 @@ class FriendlyGroup(click.Group):
             raise click.ClickException(describe_error(exc)) from exc
 
 
+_ALLOCATION_FAILED = re.compile(r"can't allocate memory|not enough memory|out of memory", re.I)  # torch's CPU allocator
 _CUDA_UNAVAILABLE = re.compile(r"not compiled with CUDA|no NVIDIA driver|no CUDA GPUs|CUDA.*(not available|unavailable|initiali[sz]|driver)", re.I)
 
 
@@ -108,7 +118,8 @@ def describe_error(exc: Exception) -> str:
         return os_error_message(exc)
     if is_java_exception(exc):
         return f"{java_message(exc)} (from Lucene/Anserini): check --index and the search options; --log-level DEBUG shows the Java trace"
-    if isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ()))):
+    if isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ()))) or (
+            isinstance(exc, RuntimeError) and _ALLOCATION_FAILED.search(text)):
         return f"out of memory{f' ({first})' if first else ''}: lower --batch-size/--top-k/--doc-max-tokens"
     if isinstance(exc, (RuntimeError, AssertionError)) and _CUDA_UNAVAILABLE.search(text):
         return f"CUDA is not usable here ({first}): use --device cpu, or a machine with a CUDA GPU and a CUDA build of torch"
@@ -126,7 +137,7 @@ def describe_error(exc: Exception) -> str:
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True, help="Logging verbosity (stderr).")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="Also write the log to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; warnings and errors only.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, envvar="ROUTEHEAD_THREADS",
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, envvar="ROUTEHEAD_THREADS",
               help="Torch threads for model work [env ROUTEHEAD_THREADS; default: torch's, one per core]. Running "
                    "several jobs on one machine, give each cores/jobs threads: oversubscribed threads made one query 20x slower.")
 @click.pass_context

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..pipeline.stage_io import pipeline_io
-from .app import MEASURE_HELP, POSITIVE, Context, main
+from .app import MEASURE_HELP, POSITIVE, RELEVANCE_LEVEL, Context, main
 from .types import WORD
 
 
@@ -24,7 +24,7 @@ def _report_files(folder: str, _settings) -> list[str]:
 @click.option("--qrels", required=True, help="Qrels file (TREC or BEIR TSV) or registry name.")
 @click.option("--baseline", "-b", default=None, help="Run to compare against (a path or one of RUNS; default: the first run).")
 @click.option("--measure", "-m", "measures", multiple=True, help=MEASURE_HELP + "  [default: nDCG@10 MAP@100 R@100 MRR@10]")
-@click.option("-l", "--relevance-level", default=1, show_default=True, help="Smallest grade counted relevant by binary measures (trec_eval -l).")
+@click.option("-l", "--relevance-level", default=1, show_default=True, type=RELEVANCE_LEVEL, help="Smallest grade counted relevant by binary measures (trec_eval -l).")
 @click.option("-c", "--complete", is_flag=True, help="Score judged queries missing from a run as 0 (trec_eval -c).")
 @click.option("--test", type=click.Choice(["t-test", "randomization"]), default="t-test", show_default=True, help="Paired significance test.")
 @click.option("--top-k", default=None, type=POSITIVE, help="Evaluate only the first K hits of each run.")

@@ -35,7 +35,7 @@ def datasets(obj: Context) -> None:
 @main.command()
 @click.option("--corpus", required=True, help="JSONL corpus (BEIR _id/title/text or Pyserini id/contents), or a registry name.")
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Index folder to create.")
-@click.option("--name", default=None, help="Also register the index (and corpus) under this name in the user registry.")
+@click.option("--name", default=None, callback=lambda _c, _p, v: _check_name(v), help="Also register the index (and corpus) under this name in the user registry.")
 @click.option("--threads", default=1, show_default=True, type=POSITIVE, help="Indexing threads.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
 @click.option("--dense", is_flag=True, help="Build a dense index (all-MiniLM-L6-v2 vectors in faiss) for `search --dense` instead.")
@@ -108,6 +108,16 @@ def search(obj: Context, index_name: str, topics: str | None, output: Path, hits
     run = bm25_search(index_dir, topic_map, hits=hits, k1=k1, b=b, threads=threads, progress=obj.progress)
     write_run(run, output, tag=run_tag)
     click.echo(f"wrote {run.num_hits()} hits for {len(run)} queries to {output}")
+
+
+def _check_name(name: str | None) -> str | None:
+    """--name: a name that cannot be registered fails before the index is built."""
+    from ..data.registry import name_problem
+
+    problem = None if name is None else name_problem(name)
+    if problem:
+        raise click.BadParameter(f"{name!r} {problem}", param_hint="'--name'")
+    return name
 
 
 def _index_topics(obj: Context, index_name: str) -> Path:

@@ -60,6 +60,9 @@ def check_heads(value: str) -> str:
     """--heads: parse it now, so a bad list or a damaged head-set file fails before the model loads."""
     from ..heads.head_set import parse_heads
 
+    if not value.strip():  # parse_heads reads '' as 'all', but an empty option is more likely a slip
+        raise click.BadParameter("an empty value: give 'all', 'layer.head' pairs like '14.3,15.0', or a head-set file",
+                                 param_hint="'--heads'")
     parse_heads(value)  # a HeadSetError names the file
     return value
 
@@ -109,10 +112,12 @@ def read_candidates(obj: Context, opts: dict):
 
 
 def scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, router: str | None = None, *,
-                 recorded: dict | None = None, origin: str = "", defaults: dict | None = None) -> ScoringJob:
+                 recorded: dict | None = None, origin: str = "", defaults: dict | None = None,
+                 per_query_heads: tuple[str, int] | None = None) -> ScoringJob:
     """The re-ranker and inputs of the scoring options. ``recorded``: the prompt settings of the
     trained file in use (``origin`` names it): they replace the defaults, and a conflicting explicit
-    option is an error."""
+    option is an error. ``per_query_heads``: an option and its count of heads per query, checked
+    against the model's heads before it loads."""
     from ..rerank.reranker import Reranker
 
     obj.apply_threads()
@@ -129,7 +134,7 @@ def scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, route
     texts, topic_map = texts_for(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
     settings, top_k = prompt_settings_of(opts, recorded, origin, defaults)
     quantize = quantization_of_job(opts, heads, origin)
-    check_before_loading(opts, heads, router, quantize, run, topic_map)
+    check_before_loading(opts, heads, router, quantize, run, topic_map, per_query_heads)
     model = model_name  # a name, or the model a router file was checked against (loaded once)
     trained = None
     if router:
@@ -148,10 +153,12 @@ def scoring_job(obj: Context, opts: dict, heads="all", cache: bool = True, route
     return ScoringJob(reranker, run, topic_map, texts, top_k, opts["on_missing"])
 
 
-def check_before_loading(opts: dict, heads, router: str | None, quantize: str | None, run, topics) -> None:
+def check_before_loading(opts: dict, heads, router: str | None, quantize: str | None, run, topics,
+                         per_query_heads: tuple[str, int] | None = None) -> None:
     """Everything that can be checked without the model, checked before it (or the bi-encoder)
     loads: every run query has topic text, the device and dtype exist, the model is installed, a
-    trained head set or router belongs to this model (fingerprint, quantisation, shape)."""
+    trained head set or router belongs to this model (fingerprint, quantisation, shape), a count
+    of heads per query is no more than the model has."""
     from ..engine.models import peek_model
     from ..firststage.sources import check_run_inputs
     from ..heads.fusion import check_head_set_model
@@ -159,6 +166,10 @@ def check_before_loading(opts: dict, heads, router: str | None, quantize: str | 
 
     check_run_inputs(run, topics, opts["on_missing"])
     identity = peek_model(opts["model"], dtype=opts["dtype"], quantize=quantize, device=opts["device"])
+    if per_query_heads and identity.spec is not None and per_query_heads[1] > identity.spec.shape[0] * identity.spec.shape[1]:
+        layers, per_layer = identity.spec.shape
+        raise click.BadParameter(f"{per_query_heads[1]} heads per query: the model has {layers * per_layer} "
+                                 f"({layers} layers x {per_layer})", param_hint=f"'{per_query_heads[0]}'")
     if isinstance(heads, HeadSet):
         check_head_set_model(heads, identity)
         if identity.spec is not None:

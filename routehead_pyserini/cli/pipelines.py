@@ -53,7 +53,12 @@ def pipeline_run(ctx: click.Context, file: Path, overrides: tuple[str, ...], wor
     from ..pipeline.runner import describe_plan, run_pipeline
     from ..pipeline.spec import load_pipeline, parse_overrides
 
+    from ..pipeline.stage_io import same_file
+
     obj: Context = ctx.obj
+    log_file = ctx.find_root().params.get("log_file")
+    if log_file and same_file(log_file, file):
+        raise click.UsageError(f"--log-file {log_file} is the pipeline file {file}: logging would write into it; choose another log file")
     spec = load_pipeline(file, main, overrides=parse_overrides(overrides), workdir=workdir, data_dir=obj.data_dir)
     outcome = run_pipeline(spec, ctx=ctx, data_dir=obj.data_dir, force=force, dry_run=dry_run)
     if dry_run:

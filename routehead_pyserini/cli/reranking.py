@@ -9,7 +9,8 @@ import click
 from ..pipeline.stage_io import pipeline_io
 from .app import Context, logger, main
 from .types import WORD
-from .options import TEXT_SOURCES, check_text_source, read_candidates, check_heads, check_router, prompt_settings_of, scoring_job, texts_for, scoring_options
+from .options import (TEXT_SOURCES, check_text_source, read_candidates, check_heads, check_router, prompt_settings_of,
+                      quantization_of_job, scoring_job, texts_for, scoring_options)
 
 
 @pipeline_io(inputs=(*TEXT_SOURCES, "heads", "router"), outputs=("output",))
@@ -92,6 +93,7 @@ def _rerank_fusion_only(obj: Context, opts: dict, choice: "MethodChoice", output
     from ..data.trec import write_run
 
     _, top_k = prompt_settings_of(opts, choice.recorded, choice.origin, choice.defaults)
+    quantization_of_job(opts, choice.head_set, choice.origin)  # no LLM runs, but a conflicting --quantize is still refused
     run = read_candidates(obj, opts)
     texts, topics = texts_for(obj, opts["index_name"], opts["corpus"], opts["candidates"], opts["topics"])
     logger.info("%s weights no head: fused first stage%s only, no LLM loaded", choice.origin,
@@ -168,7 +170,7 @@ def presets_cmd(model: str | None, as_json: bool) -> None:
 
     `rerank` with no method option uses the first one listed for --model; `rerank --preset NAME`
     another. Each records its model, prompt settings, training collections and query counts, the
-    protocol, its LOCO and pooled-CV nDCG@10 per collection, and the date.
+    protocol, its LOCO and pooled-CV nDCG@10 per collection, its measured cost per query, and the date.
     """
     from ..heads.presets import list_presets, preset_json
 
@@ -191,3 +193,7 @@ def presets_cmd(model: str | None, as_json: bool) -> None:
                    f"{rec.get('heads')} heads (deepest layer {rec.get('deepest_layer')})  {rec.get('training', {}).get('queries')} training queries  "
                    f"{rec.get('created')}")
         click.echo(f"  {'':20s} {rec.get('method', '')}; prompt {rec.get('prompt_settings', {})}")
+        cost = rec.get("cost")
+        if isinstance(cost, dict) and cost.get("wall_s_per_query") is not None:
+            click.echo(f"  {'':20s} cost: {cost['wall_s_per_query']:.2f} s/query at top-{cost.get('top_k', 20)} on {cost.get('machine', 'the benchmark machine')}"
+                       f" ({cost.get('relative', '')}; {cost.get('source', 'bench/bench_models.py')})")

@@ -13,9 +13,11 @@ from ..config import DTYPES, QUANTIZATIONS
 from ..eval.loco_study import PROTOCOLS, Study
 from ..pipeline.stage_io import pipeline_io
 from ..rerank.settings import MODES
-from .app import FOLDS, POSITIVE, Context, main
+from .app import FOLDS, POSITIVE, RELEVANCE_LEVEL, Context, main
 from .types import FRACTION, NON_NEGATIVE, IntList
 from .options import TEXT_SOURCES, batch_size_of, prompt_settings_of, ranking_data, scoring_job, fusion_options, query_embedding_options, scoring_options
+
+HEAD_DIM = click.IntRange(1, 4096)  # router head embeddings: larger ones only exhaust memory after the model has run
 
 
 @pipeline_io(inputs=(*TEXT_SOURCES, "qrels"), outputs=("output-dir",))
@@ -24,7 +26,7 @@ from .options import TEXT_SOURCES, batch_size_of, prompt_settings_of, ranking_da
 @click.option("--qrels", required=True, help="Qrels file or registry name.")
 @click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the runs, heads.json and report.md.")
 @click.option("--folds", default=5, show_default=True, type=FOLDS, help="Cross-validation folds for the best single head.")
-@click.option("-l", "--relevance-level", default=1, show_default=True, help="trec_eval -l for the binary measures of the report.")
+@click.option("-l", "--relevance-level", default=1, show_default=True, type=RELEVANCE_LEVEL, help="trec_eval -l for the binary measures of the report.")
 @click.pass_obj
 def analyze_heads(obj: Context, qrels: str, output_dir: Path, folds: int, relevance_level: int, **opts) -> None:
     """What single heads can do, from the per-head score cache (one forward pass per query, reused).
@@ -119,7 +121,7 @@ def label(obj: Context, qrels: str, output: Path, beam: int, max_size: int, norm
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Router checkpoint to write.")
 @click.option("--model", default=None, help="The LLM the labels were made with [default: the one named in the labels file].")
 @query_embedding_options
-@click.option("--head-dim", default=RouterConfig.head_dim, show_default=True, type=POSITIVE, help="Size of the per-head embeddings.")
+@click.option("--head-dim", default=RouterConfig.head_dim, show_default=True, type=HEAD_DIM, help="Size of the per-head embeddings.")
 @click.option("--sparsity", default=RouterConfig.sparsity, show_default=True, type=NON_NEGATIVE, help="Weight of the sparsity regulariser (mean routing probability).")
 @click.option("--epochs", default=RouterConfig.epochs, show_default=True, type=POSITIVE, help="Maximum epochs (early stopping on validation loss).")
 @click.option("--patience", default=RouterConfig.patience, show_default=True, type=POSITIVE, help="Epochs without validation improvement before stopping.")
@@ -179,7 +181,7 @@ def train(obj: Context, labels_path: str, topics: str, output: Path, model: str 
 @click.option("--folds", default=TrainConfig.folds, show_default=True, type=FOLDS, help="Cross-validation folds over training queries for choosing lambda (objective: mean nDCG@10).")
 @click.option("--fold-seed", default=TrainConfig.fold_seed, show_default=True, help="Seed of the fold assignment (a hash of seed and qid).")
 @fusion_options
-@click.option("-l", "--relevance-level", default=TrainConfig.relevance_level, show_default=True, help="--loss pointwise: the smallest grade counted as a positive.")
+@click.option("-l", "--relevance-level", default=TrainConfig.relevance_level, show_default=True, type=RELEVANCE_LEVEL, help="--loss pointwise: the smallest grade counted as a positive.")
 @click.option("--cv-run", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a run of these queries, each re-ranked by weights trained without its outer fold (lambda chosen inside the other folds).")
 @click.option("--outer-folds", default=5, show_default=True, type=FOLDS, help="--cv-run: number of outer folds (assigned with --fold-seed).")
 @click.option("--collections", "collections_path", default=None, type=click.Path(exists=True, dir_okay=False), help="Train on several judged collections at once (YAML, see pipelines/collections/development.yaml) instead of --run/--qrels; lambda is then chosen by leaving one collection out at a time.")
@@ -235,6 +237,8 @@ def _lambda_grid(text: str) -> tuple[float, ...]:
     for value, part in zip(grid, text.split(",")):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"lambda {part.strip()!r} is not a finite number >= 0")
+        if grid.count(value) > 1:
+            raise ValueError(f"lambda {part.strip()!r} is given twice; give each value once")
     return grid
 
 
@@ -279,13 +283,13 @@ def _train_weights_pooled(obj: Context, collections_path: str, output: Path, con
 @click.option("--sparsity", default=SoftRouterConfig.sparsity, show_default=True, type=NON_NEGATIVE, help="Weight of the L1 regulariser on each query's head weights (mean over queries of sum |w|).")
 @fusion_options
 @query_embedding_options
-@click.option("--head-dim", default=SoftRouterConfig.head_dim, show_default=True, type=POSITIVE, help="Size of the per-head embeddings.")
+@click.option("--head-dim", default=SoftRouterConfig.head_dim, show_default=True, type=HEAD_DIM, help="Size of the per-head embeddings.")
 @click.option("--route-k", default=SoftRouterConfig.top_k, show_default=True, type=POSITIVE, help="Heads kept per query at inference (by |weight|).")
 @click.option("--epochs", default=SoftRouterConfig.epochs, show_default=True, type=POSITIVE, help="Maximum epochs (full batch; early stopping on the validation objective).")
 @click.option("--patience", default=SoftRouterConfig.patience, show_default=True, type=POSITIVE, help="Epochs without validation improvement before stopping.")
 @click.option("--val-fraction", default=SoftRouterConfig.val_fraction, show_default=True, type=FRACTION, help="Share of training queries held out for early stopping (fixed by qid hash).")
 @click.option("--router-seed", default=SoftRouterConfig.seed, show_default=True, help="Seed of the validation split and of training.")
-@click.option("-l", "--relevance-level", default=1, show_default=True, help="--loss pointwise: the smallest grade counted as a positive.")
+@click.option("-l", "--relevance-level", default=1, show_default=True, type=RELEVANCE_LEVEL, help="--loss pointwise: the smallest grade counted as a positive.")
 @click.option("--cv-run", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also write a run of these queries, each ranked by a router trained without its outer fold.")
 @click.option("--outer-folds", default=5, show_default=True, type=FOLDS, help="--cv-run: number of outer folds.")
 @click.option("--fold-seed", default=0, show_default=True, help="--cv-run: seed of the fold assignment (a hash of seed and qid).")
@@ -308,7 +312,7 @@ def train_soft_router_cmd(obj: Context, qrels: str, output: Path, loss: str, spa
     config = SoftRouterConfig(loss=loss, relevance_level=relevance_level, sparsity=sparsity, head_dim=head_dim,
                               epochs=epochs, patience=patience, val_fraction=val_fraction, seed=router_seed,
                               top_k=route_k, embedding_layer=layer, embedding_pooling=pooling)
-    job = scoring_job(obj, opts)
+    job = scoring_job(obj, opts, per_query_heads=("--route-k", route_k))
     data = ranking_data(obj, job, qrels, fuse=fuse, fuse_dense=fuse_dense)
     model = job.reranker.model
     qids = [q.qid for q in data.scored]
@@ -376,15 +380,25 @@ def loco_cmd(obj: Context, collections_path: str, only: tuple[str, ...], exclude
     wanted = [p.strip() for p in protocols.split(",") if p.strip()]
     if not wanted or set(wanted) - set(PROTOCOLS):
         raise click.UsageError(f"--protocols takes {' and/or '.join(PROTOCOLS)}")
+    chosen_losses = [x.strip() for x in losses.split(",") if x.strip()]
+    if not chosen_losses or set(chosen_losses) - set(LOSSES):
+        raise click.UsageError(f"--losses takes {', '.join(LOSSES)} (comma-separated), not {losses!r}")
     extra = {}
     for spec in extra_runs:
         row, sep, pattern = spec.partition("=")
-        if not sep or "{collection}" not in pattern:
+        if not sep or not row.strip() or "{collection}" not in pattern:
             raise click.UsageError(f"--extra-run {spec!r}: expected ROW=PATH with '{{collection}}' in the path")
+        if row.strip() in extra:
+            raise click.UsageError(f"--extra-run: row {row.strip()!r} is given twice")
         extra[row.strip()] = pattern
+    for option, values in (("--methods", chosen), ("--protocols", wanted), ("--losses", chosen_losses), ("--only", only),
+                           ("--exclude", exclude)):
+        repeated = sorted({v for v in values if list(values).count(v) > 1})
+        if repeated:
+            raise click.UsageError(f"{option}: {repeated[0]!r} is given twice; give each once")
     obj.apply_threads()
     study = Study(collections=collections_path, output_dir=output_dir, methods=chosen, protocols=wanted,
-                  losses=tuple(x.strip() for x in losses.split(",") if x.strip()), only=only, exclude=exclude, model=model,
+                  losses=tuple(chosen_losses), only=only, exclude=exclude, model=model,
                   mode=mode, top_k=top_k, doc_max_tokens=doc_max_tokens, batch_size=batch_size, device=device, dtype=dtype,
                   quantize=None if quantize == "none" else quantize, cache_dir=cache_dir, extra_runs=extra, presets_dir=presets_dir, presets_exclude=presets_exclude,
                   max_layer=max_layer, jobs=jobs, command="routehead-pyserini " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

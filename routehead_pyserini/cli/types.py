@@ -5,6 +5,7 @@ check their ``with:`` values with the same types (:mod:`..pipeline.spec`)."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import click
@@ -36,7 +37,7 @@ FRACTION = finite_range(0, 1, max_open=True)  # [0, 1): held-out shares
 
 
 class IntList(click.ParamType):
-    """Comma-separated integers, each at least ``min``; the value stays the option's text."""
+    """Comma-separated integers, each at least ``min`` and none twice; the value stays the option's text."""
 
     name = "integers"
 
@@ -45,12 +46,14 @@ class IntList(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         for part in str(value).split(","):
-            try:
-                number = int(part)
-            except ValueError:
+            if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", part):  # int() also reads '1_6' and non-ASCII digits
                 self.fail(f"{part.strip()!r} is not an integer", param, ctx)
+            number = int(part)
             if self.min is not None and number < self.min:
                 self.fail(f"{number} is below {self.min}", param, ctx)
+        numbers = [int(part) for part in str(value).split(",")]
+        if len(set(numbers)) < len(numbers):
+            self.fail(f"{max(numbers, key=numbers.count)} is given twice; give each once", param, ctx)
         return str(value)
 
 

@@ -9,6 +9,8 @@
   ``inf``: no such value may reach a score.
 - :func:`id_problem` says why an id cannot be written on a TREC line (empty, or with whitespace:
   run and qrels lines are split on whitespace), or ``None``.
+- :func:`int_problem` also checks a range: relevance grades and levels must fit trec_eval's C
+  ``int`` (:data:`INT32_MIN`..:data:`INT32_MAX`), or pytrec_eval fails deep inside.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from typing import Any
 import yaml
 
 _WHITESPACE = re.compile(r"\s")
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # trec_eval's relevance grades and levels, and measure cut-offs
+FLOAT32_MAX = 3.4028234663852886e38  # trec_eval reads run scores as C floats: larger magnitudes become inf
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -68,12 +72,14 @@ def number_problem(value: object) -> str | None:
     return None
 
 
-def int_problem(value: object, minimum: int | None = None) -> str | None:
-    """Why ``value`` is not an integer (at least ``minimum``), or ``None``; ``2.0`` is not an integer."""
+def int_problem(value: object, minimum: int | None = None, maximum: int | None = None) -> str | None:
+    """Why ``value`` is not an integer (in ``minimum``..``maximum``), or ``None``; ``2.0`` is not an integer."""
     if isinstance(value, bool) or not isinstance(value, int):
         return f"{value!r}, not an integer"
     if minimum is not None and value < minimum:
         return f"{value}, below {minimum}"
+    if maximum is not None and value > maximum:
+        return f"{value}, above {maximum}"
     return None
 
 

@@ -6,6 +6,7 @@ what a re-ranker reads (title, a newline, text — or just whichever is non-empt
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,14 +37,26 @@ class Document:
         return {"id": self.docid, "contents": self.contents}
 
 
+def _text(obj: dict, key: str) -> str:
+    """A text field: a string, or missing/null (empty); a number, list or object is a ``TypeError``
+    (``str()`` would index ``42`` or ``{'a': 1}`` as if it were the text)."""
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{key!r} must be a string or null, not {type(value).__name__} {json.dumps(value)[:40]}")
+    return value
+
+
 def parse_document(obj: dict) -> Document:
-    """A :class:`Document` from one JSON object of either layout (``KeyError`` when neither fits)."""
+    """A :class:`Document` from one JSON object of either layout (``KeyError`` when neither fits,
+    ``TypeError`` when a text field is not a string)."""
     if "_id" in obj:
-        return Document(str(obj["_id"]), str(obj.get("text") or ""), str(obj.get("title") or ""))
+        return Document(str(obj["_id"]), _text(obj, "text"), _text(obj, "title"))
     if "id" in obj and "contents" in obj:
-        return Document(str(obj["id"]), str(obj["contents"] or ""))
+        return Document(str(obj["id"]), _text(obj, "contents"))
     if "docid" in obj and "text" in obj:
-        return Document(str(obj["docid"]), str(obj["text"] or ""), str(obj.get("title") or ""))
+        return Document(str(obj["docid"]), _text(obj, "text"), _text(obj, "title"))
     raise KeyError("expected '_id' (+ 'title', 'text') or 'id' + 'contents'")
 
 

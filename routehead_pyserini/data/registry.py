@@ -125,8 +125,20 @@ def load_registry(data_dir: str | os.PathLike[str] | None = None) -> dict[str, E
     return entries
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a registered name (empty, whitespace, a path separator), or ``None``."""
+    if not name.strip():
+        return "is empty"
+    if any(ch.isspace() for ch in name) or "/" in name or os.sep in name or name.startswith("-"):
+        return "must be one word without whitespace or '/', not starting with '-' (it stands where a path or an option could)"
+    return None
+
+
 def register(name: str, **paths: str | os.PathLike[str]) -> Path:
     """Add or update ``name`` in the user registry (written atomically); returns the registry path."""
+    problem = name_problem(name)
+    if problem:
+        raise RegistryError(f"registry name {name!r} {problem}")
     unknown = set(paths) - set(FIELDS)
     if unknown:
         raise RegistryError(f"unknown registry fields {sorted(unknown)}")

@@ -9,17 +9,19 @@ Runs
     written by Pyserini keeps its order. (``trec_eval`` itself breaks ties by docid, descending;
     :func:`count_ties` tells you when that matters.)
     A duplicate ``(qid, docid)`` keeps its first line and is counted (``trec_eval`` would keep the
-    last); pass ``strict=True`` to make duplicates an error. A score that is not a finite number
-    (``nan``, ``inf``, ``1e999``) or a rank that is not an integer is an error that names the file
-    and line.
+    last); pass ``strict=True`` to make duplicates an error. Fields are split on ASCII whitespace,
+    as ``trec_eval`` splits them. A score that is not a finite number in plain decimal notation
+    (``nan``, ``inf``, ``1e999``, ``1_000``) or beyond the float32 range trec_eval reads scores in,
+    a rank that is not an integer >= 0, and an id holding other whitespace are errors that name the
+    file and line.
     Writing renumbers ranks 1..n in the given order and prints scores with ``repr`` precision (the
     shortest text that reads back as the same float), so the same run gives the same bytes; it
     refuses a non-finite score and an id that is empty or holds whitespace (:class:`RunWriteError`).
 
 Qrels
     TREC (``qid iter docid rel``) or BEIR TSV (``query-id<TAB>corpus-id<TAB>score`` with a header),
-    told apart by the header. Relevance must be an integer. A duplicate judgement keeps the last
-    one, as ``trec_eval`` does, and is counted.
+    told apart by the header. Relevance must be an integer that fits trec_eval's C ``int``. A
+    duplicate judgement keeps the last one, as ``trec_eval`` does, and is counted.
 
 Topics
     TSV (``qid<TAB>text``), BEIR JSONL (``{"_id":..., "text":...}``) or a TREC topics file
@@ -41,7 +43,7 @@ from dataclasses import dataclass, field
 
 from ..files import atomic_open
 from ..errors import UserError
-from .checks import id_problem
+from .checks import FLOAT32_MAX, INT32_MAX, INT32_MIN, id_problem
 from collections.abc import Sequence
 import numpy as np
 
@@ -50,6 +52,9 @@ logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 UTF8_BOM = b"\xef\xbb\xbf"
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # what C's atof reads whole
+_ASCII_SPACE = re.compile(r"[ \t\n\r\f\v]+")
+RANK_MAX = 2**63 - 1
 
 
 class TrecFormatError(UserError, ValueError):
@@ -148,14 +153,38 @@ def _parse_float(text: str, path: PathLike, line_no: int, line: str, what: str) 
         raise TrecFormatError(path, line_no, f"{what} is NaN, not a finite number", line)
     if math.isinf(value):
         raise TrecFormatError(path, line_no, f"{what} is not finite ({text!r} reads as {value})", line)
+    if not _DECIMAL.fullmatch(text):  # Python also reads '1_000' and non-ASCII digits; trec_eval does not
+        raise TrecFormatError(path, line_no, f"{what} {text!r} is not a number in plain decimal notation", line)
+    if abs(value) > FLOAT32_MAX:
+        raise TrecFormatError(path, line_no, f"{what} {text} is beyond the float32 range (+-3.4e38) trec_eval reads "
+                                             "scores in: it would read an infinity", line)
     return value
 
 
-def _parse_int(text: str, path: PathLike, line_no: int, line: str, what: str) -> int:
-    """An integer written in ASCII digits (``1.0``, ``1e3`` and ``nan`` are errors naming the line)."""
+def _parse_int(text: str, path: PathLike, line_no: int, line: str, what: str, low: int, high: int) -> int:
+    """An integer written in ASCII digits, in ``low``..``high`` (``1.0``, ``1e3`` and ``nan`` are
+    errors naming the line, and so is a value out of the range)."""
     if not _INTEGER.fullmatch(text):
         raise TrecFormatError(path, line_no, f"{what} {text!r} is not an integer", line)
-    return int(text)
+    value = int(text)
+    if not low <= value <= high:
+        raise TrecFormatError(path, line_no, f"{what} {text} is out of range ({low} to {high})", line)
+    return value
+
+
+def _fields(line: str) -> list[str]:
+    """The fields of a run or qrels line, split on ASCII whitespace as trec_eval splits them (Python's
+    ``str.split`` also splits on e.g. a no-break space, which trec_eval keeps inside a field)."""
+    return line.split() if line.isascii() else _ASCII_SPACE.split(line.strip(" \t\n\r\f\v"))
+
+
+def _check_ids(path: PathLike, line_no: int, line: str, **ids: str) -> None:
+    """An id holding non-ASCII whitespace (a field of an ASCII-split line) cannot be written back."""
+    if not line.isascii():
+        for what, value in ids.items():
+            problem = id_problem(value)
+            if problem:
+                raise TrecFormatError(path, line_no, f"{what.replace('_', ' ')} {value!r} {problem}", line)
 
 
 def read_run(path: PathLike, *, strict: bool = False) -> Run:
@@ -166,11 +195,12 @@ def read_run(path: PathLike, *, strict: bool = False) -> Run:
     for line_no, line in iter_lines(path):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        parts = line.split()
+        parts = _fields(line)
         if len(parts) != 6:
             raise TrecFormatError(path, line_no, f"expected 6 fields 'qid Q0 docid rank score tag', got {len(parts)}", line)
         qid, _, docid, rank_text, score_text, _ = parts
-        rank = _parse_int(rank_text, path, line_no, line, "rank")
+        _check_ids(path, line_no, line, query_id=qid, document_id=docid)
+        rank = _parse_int(rank_text, path, line_no, line, "rank", 0, RANK_MAX)
         score = _parse_float(score_text, path, line_no, line, "score")
         if (qid, docid) in seen:
             if strict:
@@ -260,11 +290,11 @@ def read_qrels(path: PathLike) -> Qrels:
                 raise TrecFormatError(path, line_no, f"expected 3 tab-separated fields 'query-id corpus-id score', got {len(parts)}", line)
             qid, docid, rel_text = (p.strip() for p in parts)
         else:
-            parts = line.split()
+            parts = _fields(line)
             if len(parts) != 4:
                 raise TrecFormatError(path, line_no, f"expected 4 fields 'qid iter docid relevance', got {len(parts)}", line)
             qid, _, docid, rel_text = parts
-        rel = _parse_int(rel_text, path, line_no, line, "relevance")
+        rel = _parse_int(rel_text, path, line_no, line, "relevance", INT32_MIN, INT32_MAX)
         for what, value in (("query id", qid), ("document id", docid)):
             problem = id_problem(value)  # BEIR TSV fields may hold spaces; a run's never do
             if problem:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..data.checks import INT32_MAX, int_problem
 from ..data.registry import lookup
 from ..data.trec import Qrels, Run, read_qrels, read_run
 from ..errors import UserError
@@ -88,13 +89,15 @@ DEFAULT_MEASURES = ("nDCG@10", "MAP@100", "R@100", "MRR@10")
 
 def parse_measure(text: str) -> Measure:
     """``"nDCG@10"`` → ``Measure("nDCG", 10)``; case-insensitive names, aliases RR, AP, Recall."""
-    match = re.fullmatch(r"\s*([A-Za-z]+)\s*(?:@\s*(\d+))?\s*", text)
+    match = re.fullmatch(r"\s*([A-Za-z]+)\s*(?:@\s*([0-9]+))?\s*", text)
     if not match or match.group(1).lower() not in _ALIASES:
         raise MeasureError(f"unknown measure {text!r}; use e.g. nDCG@10, MAP@100, R@100, MRR@10, P@10, MAP, nDCG")
     name = _ALIASES[match.group(1).lower()]
     cutoff = int(match.group(2)) if match.group(2) else None
     if cutoff is not None and cutoff < 1:
         raise MeasureError(f"cut-off must be positive in {text!r}")
+    if cutoff is not None and cutoff > INT32_MAX:
+        raise MeasureError(f"cut-off {cutoff} is beyond trec_eval's range (1 to {INT32_MAX}) in {text!r}")
     if name in _NEEDS_CUTOFF and cutoff is None:
         raise MeasureError(f"{name} needs a cut-off, e.g. {name}@100")
     return Measure(name, cutoff)
@@ -137,6 +140,12 @@ def evaluate_run(
 ) -> Evaluation:
     """Score ``run`` against ``qrels`` per query (see the module docstring for which queries count)."""
     parsed = [m if isinstance(m, Measure) else parse_measure(m) for m in measures]
+    repeated = [str(m) for i, m in enumerate(parsed) if m in parsed[:i]]
+    if repeated:
+        raise MeasureError(f"measure {repeated[0]} is given twice (names are case-insensitive): give each measure once")
+    problem = int_problem(relevance_level, -INT32_MAX - 1, INT32_MAX)
+    if problem:
+        raise MeasureError(f"relevance level {problem} (trec_eval -l takes a C int)")
     as_dict = run.as_dict()
     judged = {q: d for q, d in qrels.items() if d}
     unjudged = [q for q in as_dict if q not in judged]

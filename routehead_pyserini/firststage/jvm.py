@@ -20,6 +20,7 @@ import glob
 import importlib.util
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -109,12 +110,13 @@ def find_java_home() -> Path:
 
 
 def java_setup(heap: str | None = None) -> JavaSetup:
-    """Resolve the Java runtime, the jar and the heap size (``heap`` > ``$ROUTEHEAD_JAVA_HEAP`` > 4g)."""
-    return JavaSetup(
-        java_home=find_java_home(),
-        fat_jar=find_fat_jar(),
-        heap=heap or os.environ.get(HEAP_ENV) or DEFAULT_HEAP,
-    )
+    """Resolve the Java runtime, the jar and the heap size (``heap`` > ``$ROUTEHEAD_JAVA_HEAP`` > 4g);
+    a heap size that is not a number with an optional k/m/g/t unit is an error naming where it came from."""
+    origin = "heap" if heap else f"${HEAP_ENV}"
+    heap = heap or os.environ.get(HEAP_ENV) or DEFAULT_HEAP
+    if not re.fullmatch(r"[1-9][0-9]*[kKmMgGtT]?", heap.strip()):
+        raise JVMError(f"{origin}={heap!r}: expected a Java heap size such as 4g, 512m or 2048m (Java refuses -Xmx{heap.strip()})")
+    return JavaSetup(java_home=find_java_home(), fat_jar=find_fat_jar(), heap=heap.strip())
 
 
 def _preflight(java_home: Path, heap: str) -> int | None:
@@ -129,7 +131,9 @@ def _preflight(java_home: Path, heap: str) -> int | None:
     except (OSError, subprocess.SubprocessError) as exc:
         raise JVMError(f"Cannot run {java}: {exc}") from exc
     if out.returncode != 0:
-        raise JVMError(f"`{java} -Xmx{heap} -version` failed (exit {out.returncode}): {out.stderr.strip()[:500]}")
+        said = " ".join((out.stderr + " " + out.stdout).split())[:500]  # one line, whatever Java printed where
+        raise JVMError(f"`{java} -Xmx{heap} -version` failed (exit {out.returncode}): {said or 'no message'}; "
+                       f"check ${HEAP_ENV} (now {heap}) and JAVA_HOME")
     for token in (out.stderr + out.stdout).replace('"', " ").split():
         head = token.split(".")[0]
         if head.isdigit() and "." in token:

@@ -152,7 +152,11 @@ def candidate_run(run_name: str, data_dir: str | os.PathLike[str] | None = None,
     """The first-stage run (a file or registry name), or its fixed ``sample`` of queries after ``offset``."""
     run = read_run(lookup(run_name, "run", data_dir))
     if sample is not None:
-        return sample_queries(run, sample, seed=seed, offset=offset)
+        sampled = sample_queries(run, sample, seed=seed, offset=offset)
+        if not len(sampled):
+            raise SourceError(f"--sample-offset {offset} skips every one of the {len(run)} queries of the run {run_name}: "
+                              "nothing would be scored")
+        return sampled
     if offset:
         raise SourceError("--sample-offset needs --sample")
     return run

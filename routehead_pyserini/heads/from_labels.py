@@ -27,11 +27,15 @@ def train_from_labels(labels_path: str | os.PathLike, topics: Mapping[str, str],
     default the one the labels were made with. ``targets``: see :func:`.labels.router_targets`;
     with soft targets and no ``top_k`` in ``config``, a query is routed to :data:`.configs.STATIC_SET_SIZE` heads."""
     labels = read_labels(labels_path)
-    loaded = load_model(model or labels.model.get("name") or DEFAULT_MODEL)
-    check_model(labels.model, loaded, what="these labels were made", advice="label with --model " + loaded.name)
-    qids = [q for q in labels.queries if q in topics]
+    qids = [q for q in labels.queries if q in topics]  # what the labels alone say, checked before the model loads
     if len(qids) < len(labels.queries):
         raise RouterError(f"{len(labels.queries) - len(qids)} labelled queries have no text in {topics_origin}")
+    routed = config.top_m if isinstance(config, KnnConfig) else config.top_k
+    if routed is not None and labels.shape is not None and routed > labels.shape[0] * labels.shape[1]:
+        raise RouterError(f"--top-k {routed}: more heads per query than the {labels.shape[0] * labels.shape[1]} heads "
+                          f"({labels.shape[0]} layers x {labels.shape[1]}) of the model these labels were made with")
+    loaded = load_model(model or labels.model.get("name") or DEFAULT_MODEL)
+    check_model(labels.model, loaded, what="these labels were made", advice="label with --model " + loaded.name)
     embeddings = embed_queries(loaded, [topics[q] for q in qids], layer=config.embedding_layer,
                                pooling=config.embedding_pooling, progress=progress)
     extra = {"normalise": labels.params.normalise, "labels": str(labels_path), "training_queries": len(qids), "targets": targets}

@@ -127,7 +127,7 @@ def from_pairs(pairs: Iterable[tuple[int, int]], weights: Sequence[float] | None
     )
 
 
-_PAIR = re.compile(r"^\s*(\d+)\s*[.:]\s*(\d+)\s*$")
+_PAIR = re.compile(r"^\s*([0-9]+)\s*[.:]\s*([0-9]+)\s*$")  # ASCII digits (\d also takes e.g. Arabic-Indic ones)
 
 
 def parse_heads(spec: str | os.PathLike[str] | None) -> HeadSet:

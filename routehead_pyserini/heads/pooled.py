@@ -33,7 +33,7 @@ import yaml
 
 from ..engine.cache import QueryScores
 from ..errors import UserError
-from ..data.checks import int_problem, load_yaml, yaml_error
+from ..data.checks import INT32_MAX, INT32_MIN, int_problem, load_yaml, yaml_error
 from ..data.registry import lookup
 from ..firststage.sources import TextSpec, candidate_run, text_source
 from ..data.trec import Hit, read_qrels, read_text
@@ -123,7 +123,8 @@ def _collection(path: Path, name: object, spec: object) -> Collection:
                 raise CollectionsError(f"{path}: collection {name!r}: {key} must be a file or registry name, got {value!r}")
             values[key] = str(value)
             continue
-        problem = int_problem(value, 1 if key == "sample" else None)
+        low, high = (1, None) if key == "sample" else (INT32_MIN, INT32_MAX) if key == "relevance_level" else (None, None)
+        problem = int_problem(value, low, high)  # a relevance level is trec_eval's C int
         if problem and not (key == "sample" and value is None):
             raise CollectionsError(f"{path}: collection {name!r}: {key} is {problem}")
         values[key] = value
@@ -138,7 +139,10 @@ def select(collections: Sequence[Collection], only: Sequence[str] = (), exclude:
     for name in (*only, *exclude):
         if name not in names:
             raise CollectionsError(f"no collection {name!r} (known: {', '.join(names)})")
-    return [c for c in collections if (not only or c.name in only) and c.name not in exclude]
+    chosen = [c for c in collections if (not only or c.name in only) and c.name not in exclude]
+    if not chosen:
+        raise CollectionsError(f"--only/--exclude leave none of the collections ({', '.join(names)})")
+    return chosen
 
 
 def pooled_qid(collection: str, qid: str) -> str:

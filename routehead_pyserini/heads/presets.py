@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +141,14 @@ def default_preset(model: str, folder: Path | None = None) -> Preset | None:
 def _names(model: str, folder: Path | None) -> str:
     names = [p.name for p in list_presets(model, folder)]
     return ", ".join(names) if names else "none"
+
+
+def preset_path(folder: str | os.PathLike[str], head_set: HeadSet) -> Path:
+    """Where a preset is written in a presets folder: ``<folder>/<model>/<name without its @L cap>.json``
+    (``heads+bm25+dense@L20`` -> ``heads+bm25+dense.json``, ``...@L12-int8`` -> ``...-int8.json``)."""
+    record = head_set.extra.get(PRESET_KEY, {})
+    name = re.sub(r"@L\d+", "", str(record.get("name", "")))
+    return Path(folder) / str(record.get("model")) / f"{name}.json"
 
 
 def write_preset(head_set: HeadSet, path: Path) -> None:

@@ -137,6 +137,8 @@ def train_soft_router(
         raise RouterError(f"{len(missing)} training queries have no query embedding (first: {missing[:3]})")
     if len(dataset.queries) < 2:
         raise RouterError("soft routing needs at least two training queries")
+    if config.top_k is not None and not 1 <= config.top_k <= dataset.n_heads:
+        raise RouterError(f"--route-k {config.top_k}: a query keeps 1 to {dataset.n_heads} heads (the model's)")
     qids = [q.qid for q in dataset.queries]
     x_all = embeddings[[row[q] for q in qids]].detach().to(torch.float32)
     train, val = split_indices(len(qids), val_fraction=config.val_fraction, seed=config.seed, query_ids=qids)
@@ -222,7 +224,7 @@ def nested_cv_scores(
     row = {q: i for i, q in enumerate(query_ids)}
     fold = {qid: fold_of(qid, outer_folds, seed) for qid in features}
     out: dict[str, torch.Tensor] = {}
-    for f in range(outer_folds):
+    for f in sorted(set(fold.values())):  # the folds that hold queries (not range(): --outer-folds may be huge)
         held_out = [qid for qid in features if fold[qid] == f]
         if not held_out:
             continue

@@ -405,7 +405,7 @@ def nested_cv_predictions(
     fold = {qid: fold_of(qid, outer_folds, seed) for qid in features}
     scores: dict[str, torch.Tensor] = {}
     models: list[LearnedWeights] = []
-    for f in range(outer_folds):
+    for f in sorted(set(fold.values())):  # the folds that hold queries (not range(): --outer-folds may be huge)
         held_out = [qid for qid in features if fold[qid] == f]
         if not held_out:
             continue

@@ -51,6 +51,7 @@ import yaml
 from ..errors import UserError
 from ..data.checks import load_yaml, yaml_error
 from ..data.trec import read_text
+from .checks import option_settings, override_key, pipeline_name
 from .stage_io import as_list, canonical_key, command_argv, command_io, command_keys, norm_key
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class PipelineError(UserError, ValueError):
 REGISTRY_FIELDS = {"corpus": "corpus", "index": "index", "topics": "topics", "qrels": "qrels",
                    "run": "run", "runs": "run", "baseline": "run"}
 # input keys whose value may be a literal instead of a file (e.g. --heads all, --heads 14.3,15.0)
-_LITERAL = {"heads": re.compile(r"^\s*(all|\d+\s*[.:]\s*\d+(\s*,\s*\d+\s*[.:]\s*\d+)*)\s*$", re.IGNORECASE)}
+_LITERAL = {"heads": re.compile(r"^\s*(all|[0-9]+\s*[.:]\s*[0-9]+(\s*,\s*[0-9]+\s*[.:]\s*[0-9]+)*)\s*$", re.IGNORECASE)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,6 +126,8 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise PipelineError(f"--set {pair!r}: expected KEY=VALUE (a variable, workdir, or STAGE.OPTION)")
+        if override_key(key) in {override_key(k) for k in out}:
+            raise PipelineError(f"--set {key.strip()}: given twice (or as another spelling of one option); give each key once")
         try:
             out[key.strip()] = load_yaml(value) if value.strip() else ""
         except yaml.YAMLError:
@@ -177,7 +180,7 @@ class _Loader:
         for key in raw:
             if key not in TOP_KEYS:
                 raise self.fail(f"unknown top-level key{_suggest(str(key), TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}", key=str(key))
-        name = str(raw.get("name") or self.path.stem)
+        name = pipeline_name(raw.get("name"), self.path, lambda message, key: self.fail(message, key=key))
         variables = self.variables(raw.get("vars") or {})
         workdir_value = self.overrides.get("workdir", self.workdir_override or raw.get("workdir") or f"runs/pipelines/{name}")
         self.used_overrides.add("workdir")
@@ -320,7 +323,7 @@ class _Loader:
             raise self.fail("'with' must be a mapping of option names to values", stage=stage_id, uses=uses, key="with")
         methods = raw.get("methods")
         if methods is None:
-            stage = self.command_stage(stage_id, uses, base_with, variables, None, description, None)
+            stage = self.command_stage(stage_id, uses, [base_with], variables, None, description, None)
             self.done[stage_id] = stage
             return [stage]
         if not isinstance(methods, dict) or not methods:
@@ -331,25 +334,19 @@ class _Loader:
                 raise self.fail(f"method names are letters, digits, '-' and '_' (got {method!r})", stage=stage_id, uses=uses, key="methods")
             if extra is not None and not isinstance(extra, dict):
                 raise self.fail(f"method {method!r}: expected a mapping of option overrides", stage=stage_id, uses=uses, key="methods")
-            member = self.command_stage(f"{stage_id}.{method}", uses, {**base_with, **(extra or {})}, variables, method,
+            member = self.command_stage(f"{stage_id}.{method}", uses, [base_with, extra or {}], variables, method,
                                         description, stage_id)
             self.done[member.id] = member
             expanded.append(member)
         self.groups[stage_id] = expanded
         return expanded
 
-    def command_stage(self, stage_id: str, uses: str, with_raw: Mapping[str, Any], variables: Mapping[str, Any],
+    def command_stage(self, stage_id: str, uses: str, with_raw: Sequence[Mapping[str, Any]], variables: Mapping[str, Any],
                       method: str | None, description: str, group: str | None) -> Stage:
         command = self.group.commands[uses]
         params = command_keys(command)
         io_keys = command_io(command)
-        settings: dict[str, Any] = {}
-        for key, value in with_raw.items():
-            param = params.get(norm_key(key))
-            if param is None:
-                raise self.fail(f"not an option of {uses}{_suggest(norm_key(key), sorted({canonical_key(p) for p in params.values()}))}",
-                                stage=stage_id, uses=uses, key=str(key))
-            settings[canonical_key(param)] = value
+        settings = option_settings(with_raw, params, uses, lambda message, key: self.fail(message, stage=stage_id, uses=uses, key=key))
         for name in (stage_id, group):  # --set STAGE.KEY (a methods stage: its id or METHOD's)
             if name is None:
                 continue

@@ -52,7 +52,8 @@ def pipeline_io(inputs: Sequence[str] = (), outputs: Sequence[str] = (), expand:
 
 
 def _guard_inputs(command: click.Command, io: CommandIO) -> None:
-    """Wrap the command's callback: before it runs, refuse an output that is one of its inputs."""
+    """Wrap the command's callback: before it runs, refuse an output that is one of its inputs, lies
+    inside an input folder, or is another of its outputs (and a global --log-file that is any of them)."""
     callback = command.callback
     if callback is None:
         return
@@ -60,7 +61,9 @@ def _guard_inputs(command: click.Command, io: CommandIO) -> None:
 
     @functools.wraps(callback)
     def guarded(*args, **kwargs):
-        check_no_overwrite(io, {key: kwargs.get(name) for key, name in names.items()})
+        ctx = click.get_current_context(silent=True)
+        log_file = ctx.find_root().params.get("log_file") if ctx is not None else None
+        check_no_overwrite(io, {key: kwargs.get(name) for key, name in names.items()}, log_file=log_file)
         return callback(*args, **kwargs)
 
     command.callback = guarded
@@ -77,19 +80,42 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     return os.path.realpath(pa) == os.path.realpath(pb)
 
 
-def check_no_overwrite(io: CommandIO, settings: Mapping[str, Any]) -> None:
-    """Refuse (a usage error naming both options) an output path that is also an input: the command
-    would replace what it reads. Inputs that are registry names or literals are not paths and pass."""
+def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """True when ``path`` lies below the existing folder ``folder`` (after ``~``, ``..`` and links)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        return False
+    return Path(os.path.realpath(Path(path).expanduser())).is_relative_to(os.path.realpath(folder))
+
+
+def check_no_overwrite(io: CommandIO, settings: Mapping[str, Any], log_file: str | os.PathLike[str] | None = None) -> None:
+    """Refuse (a usage error naming both options) an output path that is also an input or lies inside
+    an input folder (an index): the command would replace or change what it reads; and two outputs
+    (or ``log_file``, the global --log-file, and an output or input) that name one file: one would
+    replace the other. Inputs that are registry names or literals are not paths and pass."""
     inputs = [(key, str(v)) for key in io.inputs for v in as_list(settings.get(key)) if v is not None]
-    for out_key in io.outputs:
-        if settings.get(out_key) is None:
-            continue
-        for written in io.written(out_key, settings):
-            for in_key, value in inputs:
-                if Path(value).expanduser().exists() and same_file(written, value):
-                    raise click.UsageError(
-                        f"--{out_key} {written} is the same file as the input --{in_key} {value}: writing it would replace "
-                        f"the input; choose another output path")
+    inputs = [(key, value) for key, value in inputs if Path(value).expanduser().exists()]
+    outputs = [(key, written) for key in io.outputs if settings.get(key) is not None for written in io.written(key, settings)]
+    if log_file is not None:
+        outputs.append(("log-file", str(log_file)))
+    for out_key, written in outputs:
+        if written.strip() in ("-", ""):  # click reads '-' as a file of that name, not as stdout
+            raise click.UsageError(f"--{out_key} {written!r}: give a file path (outputs are files written atomically, not stdout)")
+    for out_key, written in outputs:
+        for in_key, value in inputs:
+            if same_file(written, value):
+                harm = "logging into it would change" if out_key == "log-file" else "writing it would replace"
+                raise click.UsageError(f"--{out_key} {written} is the same file as the input --{in_key} {value}: {harm} "
+                                       "the input; choose another output path")
+            if inside(written, value):
+                raise click.UsageError(
+                    f"--{out_key} {written} lies inside the input --{in_key} {value}: writing it would change the input; "
+                    f"choose an output path outside that folder")
+    for i, (key, written) in enumerate(outputs):
+        for other_key, other in outputs[i + 1:]:
+            if other_key != key and same_file(written, other):
+                raise click.UsageError(f"--{key} {written} and --{other_key} {other} are the same file: one output would "
+                                       "replace the other; give each its own path")
 
 
 def command_io(command) -> CommandIO | None:

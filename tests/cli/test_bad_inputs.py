@@ -27,6 +27,7 @@ from bad_cases import Case, case
 from cases_values import CASES as VALUE_CASES, write_files as write_value_files
 from cases_outputs import CASES as OUTPUT_CASES, write_files as write_output_files
 from cases_errors import CASES as ERROR_CASES, write_files as write_error_files
+from cases_probe import CASES as PROBE_CASES, write_files as write_probe_files
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -118,6 +119,7 @@ CASES = [
 ] + VALUE_CASES
 CASES += OUTPUT_CASES  # outputs that would destroy an input (cases_outputs.py)
 CASES += ERROR_CASES  # values and folders that ended in a library's traceback (cases_errors.py)
+CASES += PROBE_CASES  # found by an independent probe: special outputs, C-int ranges, names (cases_probe.py)
 
 
 def _write_bad_files(d: Path) -> None:
@@ -158,6 +160,7 @@ def _write_bad_files(d: Path) -> None:
     write_value_files(d)
     write_output_files(d)
     write_error_files(d)
+    write_probe_files(d)
 
 
 def _read_only_dir(tmp_path_factory) -> Path | None:

@@ -59,8 +59,20 @@ def test_scorer_gives_the_cosines_of_the_fusion_feature(encoder):
     values = scorer.scores(TOPICS["q1"], docs)
     expected = encoder.encode([document_text(d) for d in docs]) @ encoder.encode([TOPICS["q1"]])[0]
     assert values == pytest.approx(expected.tolist(), abs=1e-5) and max(values) == values[1]  # the flea passage
-    assert scorer.scores(TOPICS["q1"], docs[::-1]) == pytest.approx(values[::-1], abs=1e-6)  # each document embedded once
+    assert scorer.scores(TOPICS["q1"], docs[::-1]) == pytest.approx(values[::-1], abs=1e-6)
     assert scorer.scores(TOPICS["q1"], []) == []
+
+
+def test_a_query_s_cosines_do_not_depend_on_earlier_queries(encoder):
+    """Two collections with the same docid ("1"): each query's document is its own text, and the
+    bytes are those of a fresh scorer (what a resumed run computes), whatever ran before."""
+    first = [Document("1", PASSAGES["cat"].text), Document("2", PASSAGES["tax"].text)]
+    second = [Document("1", PASSAGES["flea"].text), Document("2", PASSAGES["volcano"].text)]
+    scorer = DenseScorer(encoder)
+    scorer.scores(TOPICS["q2"], first)
+    after = scorer.scores(TOPICS["q1"], second)
+    assert after == DenseScorer(encoder).scores(TOPICS["q1"], second)  # the same floats, to the bit
+    assert after[0] > 0.5 > after[1]  # "1" is the flea passage here, not the cat one read before
 
 
 def test_missing_text(encoder):

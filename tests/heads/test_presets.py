@@ -92,3 +92,37 @@ def test_a_model_without_a_preset_falls_back_to_icr_and_says_so(caplog, monkeypa
     assert "no trained preset exists for model 'some-org/some-model'" in caplog.text and "train-weights" in caplog.text
     icr = _method_choice("icr", None, None, None, {"model": "smollm2-135m"})
     assert icr.head_set.is_all and icr.defaults == {} and icr.recorded == {}
+
+
+def test_an_int8_preset_loads_its_model_in_int8_and_refuses_float(demo_cli, tmp_path, monkeypatch):
+    """`loco --quantize int8` trains presets on int8 scores; `rerank` then loads the model in int8 by
+    itself (the scores come from the same cache) and refuses --quantize none."""
+    index = demo_cli.common[demo_cli.common.index("--index") + 1]
+    collections = tmp_path / "collections.yaml"
+    run = read_run(demo_cli.bm25)
+    qids = run.qids()
+    for name, part in (("demo-a", qids[:8]), ("demo-b", qids[8:])):
+        write_run(Run({q: run[q] for q in part}), tmp_path / f"{name}.trec", tag="bm25")
+    collections.write_text("collections:\n" + "".join(
+        f"  {name}: {{run: {tmp_path / name}.trec, index: {index}, topics: demo, qrels: demo}}\n" for name in ("demo-a", "demo-b")))
+    cache, presets = tmp_path / "cache", tmp_path / "presets"
+    result = demo_cli.cli("loco", "--collections", collections, "-o", tmp_path / "loco", "--top-k", 4, "--doc-max-tokens", 64,
+                          "--methods", "heads+bm25", "--protocols", "loco", "--losses", "pointwise", "--quantize", "int8",
+                          "--presets-exclude", "demo-b", "--presets-dir", presets, "--cache-dir", cache)
+    assert result.exit_code == 0, result.output
+    data = json.loads((presets / "smollm2-135m" / "heads+bm25-int8.json").read_text())
+    assert data["preset"]["name"] == "heads+bm25-int8" and data["preset"]["quantize"] == "int8"
+    assert data["model"]["fingerprint"].endswith("|float32|int8")
+    if not any(data["weights"]):  # 8 training queries may zero every head: weight one, so that the LLM runs
+        data["weights"][0] = 1.0
+        (presets / "smollm2-135m" / "heads+bm25-int8.json").write_text(json.dumps(data))
+    monkeypatch.setenv("ROUTEHEAD_PRESETS_DIR", str(presets))
+    base = ["--run", demo_cli.bm25, "--index", index, "--topics", "demo", "--cache-dir", cache]
+    default = demo_cli.cli("rerank", *base, "-o", tmp_path / "default.trec")
+    assert default.exit_code == 0 and "16 queries from the score cache" in default.output  # int8, as trained
+    from click.testing import CliRunner
+
+    from routehead_pyserini.cli import main
+
+    clash = CliRunner().invoke(main, ["rerank", *map(str, base), "--quantize", "none", "-o", str(tmp_path / "x.trec")])
+    assert clash.exit_code == 2 and "--quantize none conflicts with preset smollm2-135m/heads+bm25-int8" in clash.output
