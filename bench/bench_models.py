@@ -50,6 +50,14 @@ def child(model: str, quantize: str, cap: int, queries: int) -> None:
     warm, timed = type(run)({qids[0]: run[qids[0]]}), type(run)({q: run[q] for q in qids[1:]})
     texts, topics = text_source(TextSpec(index="trec-dl-2019"))
     tokens, layers_run, flops_per_token = 0, 0, 0.0
+    preset = None
+    if model == "default" or model.startswith("preset:"):
+        from routehead_pyserini.heads.presets import default_preset, get_preset
+
+        name = model.removeprefix("preset:")
+        preset = default_preset("smollm2-135m") if model == "default" else get_preset(name.split("/")[1], name.split("/")[0])
+    from routehead_pyserini.rerank.reranker import needs_model
+
     if model == "bi-encoder":
         from routehead_pyserini.firststage.dense import PACKAGED, dense_rerank, load_encoder
 
@@ -57,14 +65,19 @@ def child(model: str, quantize: str, cap: int, queries: int) -> None:
         dense_rerank(encoder, warm, topics, texts, top_k=20, progress=False)
         started, cpu0 = time.perf_counter(), time.process_time()
         dense_rerank(encoder, timed, topics, texts, top_k=20, progress=False)
+    elif preset is not None and not needs_model(preset.head_set):  # a fusion-only preset: `rerank` loads no LLM
+        from routehead_pyserini.rerank.reranker import rerank_fusion_only
+
+        model, quantize, cap = "fusion (no LLM)", "none", -1
+        rerank_fusion_only(preset.head_set, warm, topics, texts, top_k=20, progress=False, use_cache=False)
+        started, cpu0 = time.perf_counter(), time.process_time()
+        rerank_fusion_only(preset.head_set, timed, topics, texts, top_k=20, progress=False, use_cache=False)
     else:
         from routehead_pyserini.heads.head_set import HeadSet, from_pairs
         from routehead_pyserini.rerank.reranker import PromptSettings, Reranker
 
-        if model == "default" or model.startswith("preset:"):  # a preset as `rerank` runs it
-            name = model.removeprefix("preset:")
-            reranker = (Reranker.from_preset(cache=False) if model == "default"
-                        else Reranker.from_preset(name.split("/")[1], name.split("/")[0], cache=False))
+        if preset is not None:  # a preset as `rerank` runs it
+            reranker = Reranker.from_preset(preset.name, preset.model, cache=False)
             model, quantize, cap = reranker.model.name, "int8" if reranker.model.fingerprint.endswith("|int8") else "none", \
                 reranker.head_set.deepest_layer
         else:
@@ -99,6 +112,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--only", default=None, help="only settings whose model contains this text")
+    parser.add_argument("--last-cap", default=None,
+                        help="comma-separated models timed at their last layer only (no cap curve), e.g. qwen2.5-coder-1.5b")
     parser.add_argument("--presets", default="smollm2-135m/heads+bm25+dense@L20",
                         help="comma-separated MODEL/NAME presets timed as `rerank` runs them, beside the default")
     parser.add_argument("--child", nargs=4, metavar=("MODEL", "QUANTIZE", "CAP", "QUERIES"))
@@ -108,7 +123,8 @@ def main() -> None:
         return
     plan = [("bi-encoder", "none", 0), ("default", "none", 0)]
     plan += [(f"preset:{p}", "none", 0) for p in args.presets.split(",") if p]
-    plan += [(m, q, c) for m, q, caps in SETTINGS for c in caps if not args.only or args.only in m]
+    last_only = set(args.last_cap.split(",")) if args.last_cap else set()
+    plan += [(m, q, c) for m, q, caps in SETTINGS for c in (caps[-1:] if m in last_only else caps) if not args.only or args.only in m]
     results = [run_child(__file__, ["--child", m, q, str(c), str(args.queries)], {"model": m, "quantize": q, "cap": c},
                          error_lines=3) for m, q, c in plan]
     base = results[1]  # the shipped default: every cost is also given relative to it

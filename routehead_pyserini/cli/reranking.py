@@ -162,6 +162,12 @@ def default_tag(prefix: str, model: object) -> str:
     return "_".join(f"{prefix}-{Path(str(model)).name}".split())
 
 
+def _mean(scores: dict) -> str:
+    """A recorded mean nDCG@10, or '–' where the preset records none for that protocol."""
+    value = scores.get("mean")
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
+
+
 @main.command("presets")
 @click.option("--model", default=None, help="Only the presets of this model name.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (every recorded field) instead of text.")
@@ -181,19 +187,20 @@ def presets_cmd(model: str | None, as_json: bool) -> None:
     if not found:
         click.echo("no presets" + (f" for model {model!r}" if model else ""))
         return
-    current = None
-    for preset in found:
-        if preset.model != current:
-            current = preset.model
-            click.echo(f"{current}  (default: {list_presets(current)[0].name})")
+    models = list(dict.fromkeys(p.model for p in found))  # the model of the best preset first; each model's presets together
+    for preset in sorted(found, key=lambda p: models.index(p.model)):  # stable: best LOCO mean first within a model
+        if preset is found[0] or preset.model != previous.model:
+            click.echo(f"{preset.model}  (default: {list_presets(preset.model)[0].name})")
+        previous = preset
         rec = preset.record
         loco = rec.get("scores", {}).get("loco", {})
         pooled = rec.get("scores", {}).get("pooled_cv", {})
-        click.echo(f"  {preset.name:20s} LOCO nDCG@10 {loco.get('mean', float('nan')):.4f}  pooled CV {pooled.get('mean', float('nan')):.4f}  "
-                   f"{rec.get('heads')} heads (deepest layer {rec.get('deepest_layer')})  {rec.get('training', {}).get('queries')} training queries  "
-                   f"{rec.get('created')}")
-        click.echo(f"  {'':20s} {rec.get('method', '')}; prompt {rec.get('prompt_settings', {})}")
+        heads = (f"{rec.get('heads')} heads (deepest layer {rec.get('deepest_layer')})" if rec.get("heads")
+                 else "no heads: BM25 and the bi-encoder fused, the LLM is not loaded")
+        click.echo(f"  {preset.name:22s} LOCO nDCG@10 {_mean(loco)}  pooled CV {_mean(pooled)}  "
+                   f"{heads}  {rec.get('training', {}).get('queries')} training queries  {rec.get('created')}")
+        click.echo(f"  {'':22s} {rec.get('method', '')}; prompt {rec.get('prompt_settings', {})}")
         cost = rec.get("cost")
         if isinstance(cost, dict) and cost.get("wall_s_per_query") is not None:
-            click.echo(f"  {'':20s} cost: {cost['wall_s_per_query']:.2f} s/query at top-{cost.get('top_k', 20)} on {cost.get('machine', 'the benchmark machine')}"
+            click.echo(f"  {'':22s} cost: {cost['wall_s_per_query']:.2f} s/query at top-{cost.get('top_k', 20)} on {cost.get('machine', 'the benchmark machine')}"
                        f" ({cost.get('relative', '')}; {cost.get('source', 'bench/bench_models.py')})")

@@ -330,8 +330,18 @@ def _run_tasks(tasks: list, jobs: int, task=None) -> list:
         return [task(t) for t in tasks]
     import multiprocessing
 
-    with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks)), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks)), initializer=_worker_init) as pool:
         return pool.map(task, tasks, chunksize=1)
+
+
+def _worker_init() -> None:
+    """A forked fitting worker: one torch thread, and the default SIGTERM action (the pool ends its
+    workers with SIGTERM when the map is done; the CLI's handler, inherited through the fork, would
+    print a KeyboardInterrupt traceback from each of them)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    torch.set_num_threads(1)
 
 
 def leave_one_collection_out(data: PooledData, methods: Sequence[Method], space: SearchSpace = SearchSpace(),

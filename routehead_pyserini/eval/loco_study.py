@@ -104,8 +104,10 @@ def run_study(study: Study, *, data_dir: str | os.PathLike | None = None, progre
         by_protocol = {t.protocol: t for t in tables}
         prompt = {**{k: v for k, v in reranker.describe()["settings"].items() if k != "max_context"}, "top_k": study.top_k}
         for method in methods:
-            if not method.heads or method.router != "static":
-                continue  # table rows, not presets: the fusion-only control, the static top-16, the (soft, hard) routers
+            if method.router != "static" or not (method.heads or method.fuse):
+                continue  # table rows, not presets: the static top-16 and the (soft, hard) routers
+            # the fusion-only control (bm25+dense) is a preset too, with every head at 0: it competes for the
+            # default on the same LOCO figure, and `rerank` runs it without loading the LLM
             scores = {key: {**{c: round(t.cells[method.name][c].means["nDCG@10"], 4) for c in t.collections},
                             "mean": round(t.mean(method.name), 4)}
                       for key, t in (("loco", by_protocol.get("loco")), ("pooled_cv", by_protocol.get("pooled-cv"))) if t}

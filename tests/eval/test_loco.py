@@ -290,3 +290,23 @@ def test_routehead_fusion_weighs_bm25_when_bm25_carries_relevance():
     q = data.of("c")[0]
     features = data.features(fuse=True, dense=False)[q.key]
     assert not torch.equal(fused.score(q.key, features), alone.score(q.key, features[:, :LAYERS * HEADS]))
+
+
+def _sigterm_is_default(_task) -> bool:
+    import signal
+
+    return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_forked_fitting_workers_take_sigterm_quietly():
+    """The pool ends its workers with SIGTERM; the CLI's SIGTERM-as-Ctrl-C handler, inherited through the
+    fork, made each of them print a KeyboardInterrupt traceback at the end of every `loco --jobs 2`."""
+    import signal
+
+    from routehead_pyserini.eval.loco import _run_tasks
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        assert _run_tasks([0, 1], 2, _sigterm_is_default) == [True, True]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

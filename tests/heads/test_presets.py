@@ -9,19 +9,23 @@ from routehead_pyserini.heads.presets import PresetError, default_preset, get_pr
 from routehead_pyserini.data.trec import read_run, write_run, Run
 
 
+def two_collections(demo_cli, tmp_path):
+    """The demo queries as two 'collections' (first and last 8): the index and the collections file."""
+    index = demo_cli.common[demo_cli.common.index("--index") + 1]
+    run = read_run(demo_cli.bm25)
+    qids = run.qids()
+    for name, part in (("demo-a", qids[:8]), ("demo-b", qids[8:])):
+        write_run(Run({q: run[q] for q in part}), tmp_path / f"{name}.trec", tag="bm25")
+    collections = tmp_path / "collections.yaml"
+    collections.write_text("collections:\n" + "".join(
+        f"  {name}: {{run: {tmp_path / name}.trec, index: {index}, topics: demo, qrels: demo}}\n" for name in ("demo-a", "demo-b")))
+    return index, collections
+
+
 @pytest.fixture
 def demo_presets(demo_cli, tmp_path, monkeypatch):
     """Two 'collections' from the demo queries (first and last 8), LOCO over them and presets written."""
-    run = read_run(demo_cli.bm25)
-    qids = run.qids()
-    paths = {}
-    for name, part in (("demo-a", qids[:8]), ("demo-b", qids[8:])):
-        paths[name] = tmp_path / f"{name}.trec"
-        write_run(Run({q: run[q] for q in part}), paths[name], tag="bm25")
-    index = demo_cli.common[demo_cli.common.index("--index") + 1]
-    collections = tmp_path / "collections.yaml"
-    collections.write_text("collections:\n" + "".join(
-        f"  {name}: {{run: {path}, index: {index}, topics: demo, qrels: demo}}\n" for name, path in paths.items()))
+    _, collections = two_collections(demo_cli, tmp_path)
     cache = tmp_path / "cache"
     presets = tmp_path / "presets"
     result = demo_cli.cli("loco", "--collections", collections, "-o", tmp_path / "loco", "--top-k", 4, "--doc-max-tokens", 64, "--jobs", 2,
@@ -97,14 +101,7 @@ def test_a_model_without_a_preset_falls_back_to_icr_and_says_so(caplog, monkeypa
 def test_an_int8_preset_loads_its_model_in_int8_and_refuses_float(demo_cli, tmp_path, monkeypatch):
     """`loco --quantize int8` trains presets on int8 scores; `rerank` then loads the model in int8 by
     itself (the scores come from the same cache) and refuses --quantize none."""
-    index = demo_cli.common[demo_cli.common.index("--index") + 1]
-    collections = tmp_path / "collections.yaml"
-    run = read_run(demo_cli.bm25)
-    qids = run.qids()
-    for name, part in (("demo-a", qids[:8]), ("demo-b", qids[8:])):
-        write_run(Run({q: run[q] for q in part}), tmp_path / f"{name}.trec", tag="bm25")
-    collections.write_text("collections:\n" + "".join(
-        f"  {name}: {{run: {tmp_path / name}.trec, index: {index}, topics: demo, qrels: demo}}\n" for name in ("demo-a", "demo-b")))
+    index, collections = two_collections(demo_cli, tmp_path)
     cache, presets = tmp_path / "cache", tmp_path / "presets"
     result = demo_cli.cli("loco", "--collections", collections, "-o", tmp_path / "loco", "--top-k", 4, "--doc-max-tokens", 64,
                           "--methods", "heads+bm25", "--protocols", "loco", "--losses", "pointwise", "--quantize", "int8",
@@ -126,3 +123,26 @@ def test_an_int8_preset_loads_its_model_in_int8_and_refuses_float(demo_cli, tmp_
 
     clash = CliRunner().invoke(main, ["rerank", *map(str, base), "--quantize", "none", "-o", str(tmp_path / "x.trec")])
     assert clash.exit_code == 2 and "--quantize none conflicts with preset smollm2-135m/heads+bm25-int8" in clash.output
+
+
+def test_the_fusion_only_control_is_a_preset_that_never_loads_the_llm(demo_cli, tmp_path, monkeypatch):
+    """`bm25+dense` (every head at 0) is written as a preset beside the head presets, so it competes for
+    the default on its LOCO figure; `rerank` then fuses BM25 and the bi-encoder without the LLM."""
+    index, collections = two_collections(demo_cli, tmp_path)
+    presets, cache = tmp_path / "presets", tmp_path / "cache"
+    result = demo_cli.cli("loco", "--collections", collections, "-o", tmp_path / "loco", "--top-k", 4, "--doc-max-tokens", 64,
+                          "--methods", "bm25+dense", "--protocols", "loco", "--losses", "pointwise",
+                          "--presets-exclude", "demo-b", "--presets-dir", presets, "--cache-dir", cache)
+    assert result.exit_code == 0, result.output
+    data = json.loads((presets / "smollm2-135m" / "bm25+dense.json").read_text())
+    assert data["preset"]["name"] == "bm25+dense" and not any(data["weights"]) and data["preset"]["heads"] == 0
+    monkeypatch.setenv("ROUTEHEAD_PRESETS_DIR", str(presets))
+    assert default_preset("smollm2-135m").name == "bm25+dense"
+    listing = demo_cli.cli("presets", "--model", "smollm2-135m").output
+    assert "smollm2-135m  (default: bm25+dense)" in listing and "no heads: BM25 and the bi-encoder fused" in listing
+    assert "pooled CV –" in listing  # `--protocols loco` records no pooled-CV figure
+    out = tmp_path / "default.trec"
+    default = demo_cli.cli("rerank", "--run", demo_cli.bm25, "--index", index, "--topics", "demo", "--cache-dir", cache, "-o", out)
+    assert default.exit_code == 0, default.output
+    assert "re-ranked by fusion alone (no LLM)" in default.output
+    assert read_run(out).qids() == read_run(demo_cli.bm25).qids()

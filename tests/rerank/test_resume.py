@@ -1,4 +1,4 @@
-"""The same bytes after a resume (issue #22): a real `rerank` with the shipped default (SmolLM2 heads
+"""The same bytes after a resume (issue #22): a real `rerank` with the shipped SmolLM2 preset (heads
 fused with BM25 and the bi-encoder's cosine) interrupted by SIGTERM mid-run and run again writes the
 same file as an uninterrupted run without any cache, and as a third run read wholly from the cache."""
 from __future__ import annotations
@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from routehead_pyserini.heads.presets import list_presets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +37,9 @@ def test_an_interrupted_and_resumed_rerank_writes_the_same_bytes(demo_cli, tmp_p
     index = demo_cli.common[3]
     # 8 of the 16 demo queries, top 5: their candidates overlap, so a document embedded beside another
     # query's candidates (the old bi-encoder batching) would change the bytes
-    common = ["--run", demo_cli.bm25, "--index", index, "--topics", "demo", "--top-k", 5, "--sample", 8]
+    # the best shipped SmolLM2 preset that weights heads (the LLM and the bi-encoder both run), whichever is the default
+    preset = next(p for p in list_presets("smollm2-135m") if any(p.head_set.weights or ()) and p.head_set.extra.get("fuse_dense"))
+    common = ["--run", demo_cli.bm25, "--index", index, "--topics", "demo", "--top-k", 5, "--sample", 8, "--preset", preset.name]
     cache = tmp_path / "scores"
     resumed = tmp_path / "resumed.trec"
     first = _rerank([*common, "--cache-dir", cache, "-o", resumed], env, tmp_path)
