@@ -11,12 +11,13 @@ from pathlib import Path
 import click
 
 from .. import __version__, config
+from ..data.checks import INT32_MAX, INT32_MIN
 
 logger = logging.getLogger("routehead_pyserini")
 
 POSITIVE = click.IntRange(min=1)  # counts: --top-k, --hits, --threads, --epochs...
 MAX_THREADS = 1024  # torch threads: more fails in torch (beyond a C int) or aborts in OpenMP (1e9 thread stacks)
-RELEVANCE_LEVEL = click.IntRange(-(2**31), 2**31 - 1)  # trec_eval -l: a C int
+RELEVANCE_LEVEL = click.IntRange(INT32_MIN, INT32_MAX)  # trec_eval -l: a C int
 FOLDS = click.IntRange(min=2)  # cross-validation needs a held-out fold
 MEASURE_HELP = "Measure, repeatable: nDCG@10, MAP@100, R@100, MRR@10, P@10, MAP, nDCG."
 

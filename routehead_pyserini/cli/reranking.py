@@ -187,11 +187,11 @@ def presets_cmd(model: str | None, as_json: bool) -> None:
     if not found:
         click.echo("no presets" + (f" for model {model!r}" if model else ""))
         return
-    models = list(dict.fromkeys(p.model for p in found))  # the model of the best preset first; each model's presets together
-    for preset in sorted(found, key=lambda p: models.index(p.model)):  # stable: best LOCO mean first within a model
-        if preset is found[0] or preset.model != previous.model:
-            click.echo(f"{preset.model}  (default: {list_presets(preset.model)[0].name})")
-        previous = preset
+    models = list(dict.fromkeys(p.model for p in found))  # the model of the best preset first
+    by_model = {m: [p for p in found if p.model == m] for m in models}  # best LOCO mean first within each model
+    for preset in (p for m in models for p in by_model[m]):
+        if preset is by_model[preset.model][0]:
+            click.echo(f"{preset.model}  (default: {preset.name})")
         rec = preset.record
         loco = rec.get("scores", {}).get("loco", {})
         pooled = rec.get("scores", {}).get("pooled_cv", {})

@@ -45,13 +45,13 @@ class IntList(click.ParamType):
         self.min = min
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        numbers = []
         for part in str(value).split(","):
             if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", part):  # int() also reads '1_6' and non-ASCII digits
                 self.fail(f"{part.strip()!r} is not an integer", param, ctx)
-            number = int(part)
-            if self.min is not None and number < self.min:
-                self.fail(f"{number} is below {self.min}", param, ctx)
-        numbers = [int(part) for part in str(value).split(",")]
+            numbers.append(int(part))
+            if self.min is not None and numbers[-1] < self.min:
+                self.fail(f"{numbers[-1]} is below {self.min}", param, ctx)
         if len(set(numbers)) < len(numbers):
             self.fail(f"{max(numbers, key=numbers.count)} is given twice; give each once", param, ctx)
         return str(value)

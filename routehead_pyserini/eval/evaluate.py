@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..data.checks import INT32_MAX, int_problem
+from ..data.checks import INT32_MAX, INT32_MIN, int_problem
 from ..data.registry import lookup
 from ..data.trec import Qrels, Run, read_qrels, read_run
 from ..errors import UserError
@@ -143,7 +143,7 @@ def evaluate_run(
     repeated = [str(m) for i, m in enumerate(parsed) if m in parsed[:i]]
     if repeated:
         raise MeasureError(f"measure {repeated[0]} is given twice (names are case-insensitive): give each measure once")
-    problem = int_problem(relevance_level, -INT32_MAX - 1, INT32_MAX)
+    problem = int_problem(relevance_level, INT32_MIN, INT32_MAX)
     if problem:
         raise MeasureError(f"relevance level {problem} (trec_eval -l takes a C int)")
     as_dict = run.as_dict()

@@ -19,4 +19,6 @@ class Case:
 
 
 def case(id: str, input: str, args: str, message: str) -> Case:
-    return Case(id, input, tuple(args.split()), message)
+    """A row from one string of arguments, split on whitespace; an argument ``{empty}`` becomes an empty
+    argument and ``{sp}`` inside one a space (what the split cannot say otherwise)."""
+    return Case(id, input, tuple("" if a == "{empty}" else a.replace("{sp}", " ") for a in args.split()), message)

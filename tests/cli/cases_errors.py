@@ -12,18 +12,12 @@ import json
 import os
 from pathlib import Path
 
-from bad_cases import Case, case
+from bad_cases import case
 
 _NOT_LUCENE = r"empty-index is not a Lucene index \(no segments file; the folder is empty\): build one with `routehead-pyserini index --corpus CORPUS --index .*empty-index --overwrite`"
 _CORRUPT = r"cannot open the Lucene index .*broken-index: Java exception org\.apache\.lucene\.[\w.]+: .*; rebuild it with `routehead-pyserini index"
 _A_FILE = r"hello\.txt is a file, not an index folder: give --index the folder"
 _TAG = r"'--run-tag': '(my tag|)' must be one word without whitespace"
-
-
-def _spaced(id: str, input: str, args: str, message: str) -> Case:
-    """A row with an argument ``case`` cannot split out: ``{sp}`` becomes a space, ``{empty}`` an empty argument."""
-    row = case(id, input, args, message)
-    return Case(row.id, row.input, tuple("" if a == "{empty}" else a.replace("{sp}", " ") for a in row.args), row.message)
 
 
 CASES = [
@@ -55,11 +49,11 @@ CASES = [
     case("evaluate-run-and-link", "a run and a link to it", "evaluate {bm25} {d}/same-run.trec --qrels demo",
          r"run .*same-run\.trec is the same file as .*bm25\.trec: give each run once"),
     # ---- run tags that would break a TREC line
-    _spaced("search-run-tag-space", "--run-tag with a space", "search --index {idx} --topics demo --run-tag my{sp}tag -o {out}/r.trec", _TAG),
-    _spaced("search-run-tag-empty", "--run-tag ''", "search --index {idx} --topics demo --run-tag {empty} -o {out}/r.trec", _TAG),
-    _spaced("rerank-run-tag-space", "--run-tag with a space", "rerank --run {bm25} --index {idx} --topics demo --run-tag my{sp}tag -o {out}/r.trec", _TAG),
-    _spaced("random-order-run-tag-space", "--run-tag with a space", "random-order {bm25} --run-tag my{sp}tag -o {out}/r.trec", _TAG),
-    _spaced("random-order-run-tag-empty", "--run-tag ''", "random-order {bm25} --run-tag {empty} -o {out}/r.trec", _TAG),
+    case("search-run-tag-space", "--run-tag with a space", "search --index {idx} --topics demo --run-tag my{sp}tag -o {out}/r.trec", _TAG),
+    case("search-run-tag-empty", "--run-tag ''", "search --index {idx} --topics demo --run-tag {empty} -o {out}/r.trec", _TAG),
+    case("rerank-run-tag-space", "--run-tag with a space", "rerank --run {bm25} --index {idx} --topics demo --run-tag my{sp}tag -o {out}/r.trec", _TAG),
+    case("random-order-run-tag-space", "--run-tag with a space", "random-order {bm25} --run-tag my{sp}tag -o {out}/r.trec", _TAG),
+    case("random-order-run-tag-empty", "--run-tag ''", "random-order {bm25} --run-tag {empty} -o {out}/r.trec", _TAG),
 ]
 
 

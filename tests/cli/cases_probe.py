@@ -28,9 +28,8 @@ from bad_cases import Case, case
 
 
 def _case(id: str, input: str, args: str, message: str) -> Case:
-    """A row whose bad files live in ``{d}/probe``; ``{empty}`` becomes an empty argument."""
-    row = case(id, input, args.replace("{d}/", "{d}/probe/"), message)
-    return Case(row.id, row.input, tuple("" if a == "{empty}" else a for a in row.args), row.message)
+    """A row whose bad files live in ``{d}/probe``."""
+    return case(id, input, args.replace("{d}/", "{d}/probe/"), message)
 
 
 _TWICE = r"are the same file: one output would replace the other; give each its own path"
