@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--only", default=None, help="only settings whose model contains this text")
+    parser.add_argument("--quantize", choices=("none", "int8"), default=None,
+                        help="only the model settings of this quantisation (the bi-encoder and presets are always timed)")
     parser.add_argument("--last-cap", default=None,
                         help="comma-separated models timed at their last layer only (no cap curve), e.g. qwen2.5-coder-1.5b")
     parser.add_argument("--presets", default="smollm2-135m/heads+bm25+dense@L20",
@@ -124,7 +126,8 @@ def main() -> None:
     plan = [("bi-encoder", "none", 0), ("default", "none", 0)]
     plan += [(f"preset:{p}", "none", 0) for p in args.presets.split(",") if p]
     last_only = set(args.last_cap.split(",")) if args.last_cap else set()
-    plan += [(m, q, c) for m, q, caps in SETTINGS for c in (caps[-1:] if m in last_only else caps) if not args.only or args.only in m]
+    plan += [(m, q, c) for m, q, caps in SETTINGS for c in (caps[-1:] if m in last_only else caps)
+             if (not args.only or args.only in m) and (not args.quantize or args.quantize == q)]
     results = [run_child(__file__, ["--child", m, q, str(c), str(args.queries)], {"model": m, "quantize": q, "cap": c},
                          error_lines=3) for m, q, c in plan]
     base = results[1]  # the shipped default: every cost is also given relative to it

@@ -4,7 +4,7 @@
 # layer-cap curve of the best method.
 #   scripts/loco_results.sh [model]     (after scripts/score_collections.sh; reads the score cache)
 #   QUANTIZE=int8                        the model's int8 scores (scored with QUANTIZE=int8 too)
-#   COLLECTIONS=pipelines/collections/development-sample48.yaml   the fixed 48-query samples
+#   COLLECTIONS=pipelines/collections/development-sample40.yaml   the fixed 40-query samples
 #   CAPS="5 11 17"                       also the layer-cap curve of heads+bm25+dense at these caps
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ COLLECTIONS=${COLLECTIONS:-pipelines/collections/development.yaml}
 QUANTIZE=${QUANTIZE:-none}
 TAG=$MODEL
 [ "$QUANTIZE" != none ] && TAG=$TAG-$QUANTIZE
-case "$COLLECTIONS" in *sample48*) TAG=$TAG-sample48;; esac
+case "$COLLECTIONS" in *-sample[0-9]*.yaml) TAG=$TAG-$(basename "${COLLECTIONS##*-}" .yaml);; esac  # e.g. ...-int8-sample40
 OUT=runs/loco/$TAG
 METHODS="heads+bm25,heads+bm25+dense,bm25+dense,static top-16,soft+bm25,routehead,routehead+bm25"
 mkdir -p "$OUT"

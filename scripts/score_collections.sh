@@ -4,8 +4,8 @@
 # of the top 20 (SmolLM2 by default), and the bi-encoder run of the same candidates.
 #   scripts/score_collections.sh [model] [collection ...]
 #   QUANTIZE=int8   score the model with int8 linear layers (a score cache of its own)
-#   SAMPLE=48       a fixed sample of at most 48 queries of every collection (seed 0; the same
-#                   queries for every model; pipelines/collections/development-sample48.yaml)
+#   SAMPLE=40       a fixed sample of at most 40 queries of every collection (seed 0; the same
+#                   queries for every model; pipelines/collections/development-sample40.yaml)
 # Resumable: finished BM25 runs are kept and scored queries are read from the score cache.
 # One model job at a time; set OMP_NUM_THREADS to the cores you give it.
 set -euo pipefail
