@@ -187,9 +187,10 @@ def presets_cmd(model: str | None, as_json: bool) -> None:
     if not found:
         click.echo("no presets" + (f" for model {model!r}" if model else ""))
         return
-    models = list(dict.fromkeys(p.model for p in found))  # the model of the best preset first
-    by_model = {m: [p for p in found if p.model == m] for m in models}  # best LOCO mean first within each model
-    for preset in (p for m in models for p in by_model[m]):
+    by_model: dict[str, list] = {}  # the model of the best preset first; best LOCO mean first within each
+    for preset in found:
+        by_model.setdefault(preset.model, []).append(preset)
+    for preset in (p for group in by_model.values() for p in group):
         if preset is by_model[preset.model][0]:
             click.echo(f"{preset.model}  (default: {preset.name})")
         rec = preset.record
