@@ -168,16 +168,30 @@ def _mean(scores: dict) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
 
 
+def _sampled(record: dict) -> str:
+    """Which fixed query samples a preset's figures were measured on ('' for every query)."""
+    sample = record.get("sample")
+    if not isinstance(sample, dict) or not sample:
+        return ""
+    sizes = set(sample.values())
+    if len(sample) == len(record.get("scores", {}).get("loco", {})) - 1 and len(sizes) == 1:  # every collection ("mean" aside)
+        return f" (on samples of at most {sizes.pop()} queries per collection)"
+    return " (sampled: " + ", ".join(f"{name} {size}" for name, size in sample.items()) + " queries)"
+
+
 @main.command("presets")
 @click.option("--model", default=None, help="Only the presets of this model name.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (every recorded field) instead of text.")
 def presets_cmd(model: str | None, as_json: bool) -> None:
-    """List the trained presets shipped in the package, best leave-one-collection-out mean first.
+    """List the trained presets shipped in the package: the default model's first, then by model,
+    best leave-one-collection-out mean first.
 
     `rerank` with no method option uses the first one listed for --model; `rerank --preset NAME`
     another. Each records its model, prompt settings, training collections and query counts, the
-    protocol, its LOCO and pooled-CV nDCG@10 per collection, its measured cost per query, and the date.
+    protocol, its LOCO and pooled-CV nDCG@10 per collection (and the fixed query samples they were
+    measured on: means on different samples are not comparable), its measured cost per query, and the date.
     """
+    from ..config import DEFAULT_MODEL
     from ..heads.presets import list_presets, preset_json
 
     found = list_presets(model)
@@ -187,9 +201,12 @@ def presets_cmd(model: str | None, as_json: bool) -> None:
     if not found:
         click.echo("no presets" + (f" for model {model!r}" if model else ""))
         return
-    by_model: dict[str, list] = {}  # the model of the best preset first; best LOCO mean first within each
+    # the default model first (what `rerank` runs without --model), then the model of the best preset;
+    # best LOCO mean first within each (means on different query samples are not comparable)
+    by_model: dict[str, list] = {DEFAULT_MODEL: []} if model is None else {}
     for preset in found:
         by_model.setdefault(preset.model, []).append(preset)
+    by_model = {name: group for name, group in by_model.items() if group}
     for preset in (p for group in by_model.values() for p in group):
         if preset is by_model[preset.model][0]:
             click.echo(f"{preset.model}  (default: {preset.name})")
@@ -198,7 +215,7 @@ def presets_cmd(model: str | None, as_json: bool) -> None:
         pooled = rec.get("scores", {}).get("pooled_cv", {})
         heads = (f"{rec.get('heads')} heads (deepest layer {rec.get('deepest_layer')})" if rec.get("heads")
                  else "no heads: BM25 and the bi-encoder fused, the LLM is not loaded")
-        click.echo(f"  {preset.name:22s} LOCO nDCG@10 {_mean(loco)}  pooled CV {_mean(pooled)}  "
+        click.echo(f"  {preset.name:22s} LOCO nDCG@10 {_mean(loco)}  pooled CV {_mean(pooled)}{_sampled(rec)}  "
                    f"{heads}  {rec.get('training', {}).get('queries')} training queries  {rec.get('created')}")
         click.echo(f"  {'':22s} {rec.get('method', '')}; prompt {rec.get('prompt_settings', {})}")
         cost = rec.get("cost")

@@ -453,6 +453,7 @@ def train_preset(data, method, *, model_name: str, model_fingerprint: str, promp
     train = data.training_set(method.fuse, method.dense, keep)
     fitted = fit(train, method, space or SearchSpace())
     counts = {name: sum(1 for q in train.queries if q.group == name) for name in keep}
+    sampled = {c.name: c.sample for c in data.collections if c.sample}  # the figures hold for these samples only
     info = {"prompt_settings": dict(prompt_settings), "collections": counts}
     head_set = to_head_set(fitted.learned, model_name=model_name, model_fingerprint=model_fingerprint, info=info)
     record = {
@@ -470,6 +471,7 @@ def train_preset(data, method, *, model_name: str, model_fingerprint: str, promp
         "deepest_layer": fitted.deepest_layer,
         "max_layer": method.max_layer,
         "scores": scores,
+        **({"sample": sampled} if sampled else {}),
         "created": created or datetime.date.today().isoformat(),
         "command": command,
     }

@@ -9,8 +9,9 @@ from routehead_pyserini.heads.presets import PresetError, default_preset, get_pr
 from routehead_pyserini.data.trec import read_run, write_run, Run
 
 
-def two_collections(demo_cli, tmp_path):
-    """The demo queries as two 'collections' (first and last 8): the index and the collections file."""
+def two_collections(demo_cli, tmp_path, sample_a: int | None = None):
+    """The demo queries as two 'collections' (first and last 8): the index and the collections file
+    (``sample_a``: a fixed sample of that many queries of the first)."""
     index = demo_cli.common[demo_cli.common.index("--index") + 1]
     run = read_run(demo_cli.bm25)
     qids = run.qids()
@@ -18,7 +19,8 @@ def two_collections(demo_cli, tmp_path):
         write_run(Run({q: run[q] for q in part}), tmp_path / f"{name}.trec", tag="bm25")
     collections = tmp_path / "collections.yaml"
     collections.write_text("collections:\n" + "".join(
-        f"  {name}: {{run: {tmp_path / name}.trec, index: {index}, topics: demo, qrels: demo}}\n" for name in ("demo-a", "demo-b")))
+        f"  {name}: {{run: {tmp_path / name}.trec, index: {index}, topics: demo, qrels: demo"
+        + (f", sample: {sample_a}" if sample_a and name == "demo-a" else "") + "}\n" for name in ("demo-a", "demo-b")))
     return index, collections
 
 
@@ -51,6 +53,7 @@ def test_loco_writes_tables_runs_and_a_preset_with_its_scores(demo_presets, smol
     assert list(record["training"]["collections"]) == ["demo-a"] and record["training"]["left_out"] == ["demo-b"]
     assert set(record["scores"]["loco"]) == {"demo-a", "demo-b", "mean"}
     assert "5-fold over queries" in record["training"]["protocol"] and record["created"]  # one training collection
+    assert "sample" not in record  # every query of both collections
 
 
 def test_default_rerank_uses_the_best_preset_and_enforces_its_settings(demo_presets, demo_cli, tmp_path):
@@ -128,7 +131,7 @@ def test_an_int8_preset_loads_its_model_in_int8_and_refuses_float(demo_cli, tmp_
 def test_the_fusion_only_control_is_a_preset_that_never_loads_the_llm(demo_cli, tmp_path, monkeypatch):
     """`bm25+dense` (every head at 0) is written as a preset beside the head presets, so it competes for
     the default on its LOCO figure; `rerank` then fuses BM25 and the bi-encoder without the LLM."""
-    index, collections = two_collections(demo_cli, tmp_path)
+    index, collections = two_collections(demo_cli, tmp_path, sample_a=6)
     presets, cache = tmp_path / "presets", tmp_path / "cache"
     result = demo_cli.cli("loco", "--collections", collections, "-o", tmp_path / "loco", "--top-k", 4, "--doc-max-tokens", 64,
                           "--methods", "bm25+dense", "--protocols", "loco", "--losses", "pointwise",
@@ -141,8 +144,23 @@ def test_the_fusion_only_control_is_a_preset_that_never_loads_the_llm(demo_cli, 
     listing = demo_cli.cli("presets", "--model", "smollm2-135m").output
     assert "smollm2-135m  (default: bm25+dense)" in listing and "no heads: BM25 and the bi-encoder fused" in listing
     assert "pooled CV –" in listing  # `--protocols loco` records no pooled-CV figure
+    assert data["preset"]["sample"] == {"demo-a": 6} and "(sampled: demo-a 6 queries)" in listing  # not comparable with full means
+    assert 0 < data["preset"]["training"]["collections"]["demo-a"] <= 6  # the sampled queries that can train
     out = tmp_path / "default.trec"
     default = demo_cli.cli("rerank", "--run", demo_cli.bm25, "--index", index, "--topics", "demo", "--cache-dir", cache, "-o", out)
     assert default.exit_code == 0, default.output
     assert "re-ranked by fusion alone (no LLM)" in default.output
     assert read_run(out).qids() == read_run(demo_cli.bm25).qids()
+
+
+def test_the_listing_puts_the_default_model_first_and_names_the_samples_of_each_figure(demo_cli, monkeypatch, tmp_path):
+    """The shipped presets: the 1.5B's LOCO mean (on 40-query samples) is the highest, yet the model
+    `rerank` runs without --model comes first, and each figure says which queries it was measured on."""
+    monkeypatch.setenv("ROUTEHEAD_PRESETS_DIR", str(tmp_path))  # none of your own
+    listing = demo_cli.cli("presets").output.splitlines()
+    assert listing[0].startswith("smollm2-135m  (default: ")
+    models = [line.split()[0] for line in listing if not line.startswith(" ")]
+    assert models == ["smollm2-135m", "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
+    sampled = [line for line in listing if "heads+bm25+dense-int8" in line and "LOCO" in line]
+    assert "(on samples of at most 40 queries per collection)" in sampled[0]  # the 1.5B
+    assert "(sampled: scifact 300, cranfield 100 queries)" in sampled[1]  # the 0.5B, every query but two samples
