@@ -174,7 +174,8 @@ def _sampled(record: dict) -> str:
     if not isinstance(sample, dict) or not sample:
         return ""
     sizes = set(sample.values())
-    if len(sample) == len(record.get("scores", {}).get("loco", {})) - 1 and len(sizes) == 1:  # every collection ("mean" aside)
+    collections = set(record.get("scores", {}).get("loco", {})) - {"mean"}
+    if set(sample) == collections and len(sizes) == 1:  # every collection cut to the same size
         return f" (on samples of at most {sizes.pop()} queries per collection)"
     return " (sampled: " + ", ".join(f"{name} {size}" for name, size in sample.items()) + " queries)"
 
