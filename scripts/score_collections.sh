@@ -5,7 +5,8 @@
 #   scripts/score_collections.sh [model] [collection ...]
 #   QUANTIZE=int8   score the model with int8 linear layers (a score cache of its own)
 #   SAMPLE=40       a fixed sample of at most 40 queries of every collection (seed 0; the same
-#                   queries for every model; pipelines/collections/development-sample40.yaml)
+#                   queries for every model; pipelines/collections/development-sample40.yaml;
+#                   SAMPLE=20 is its prefix, development-sample20.yaml)
 # Resumable: finished BM25 runs are kept and scored queries are read from the score cache.
 # One model job at a time; set OMP_NUM_THREADS to the cores you give it.
 set -euo pipefail
