@@ -8,6 +8,7 @@ trust and reproduce it::
                "prompt_settings": {"mode": "pointwise", "doc_max_tokens": 128, ..., "top_k": 20},
                "training": {"collections": {"trec-dl-2019": 43, ...}, "protocol": "..."},
                "scores": {"loco": {"trec-dl-2019": 0.55, ..., "mean": ...}, "pooled_cv": {...}},
+               "sample": {"scifact": 300, ...},  # the fixed query samples the figures are over, if any
                "deepest_layer": 17, "created": "2026-12-01", "command": "..."}
 
 Files live in ``routehead_pyserini/heads/preset_files/<model>/<name>.json``; ``routehead-pyserini presets``
