@@ -10,31 +10,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
-
-ALPHA = 0.05
 
 
 def column(spec: str, protocol: str) -> tuple[str, dict[str, str]]:
     """``LABEL=DIR`` as its label and a formatted cell per method of DIR/report.json's ``protocol`` table."""
+    from routehead_pyserini.eval.loco_report import BASELINE, Table
+
     label, _, folder = spec.partition("=")
     if not (label and folder):
         raise SystemExit(f"expected LABEL=DIR, got {spec!r}")
     path = Path(folder) / "report.json"
-    tables = [t for t in json.loads(path.read_text()) if t["protocol"] == protocol]
+    tables = [Table.from_json(t) for t in json.loads(path.read_text()) if t["protocol"] == protocol]
     if not tables:
         raise SystemExit(f"{path}: no {protocol} table")
     table = tables[0]
     cells = {}
-    bm25 = {name: cell["means"]["nDCG@10"] for name, cell in table["cells"]["bm25"].items()}
-    for method in table["rows"]:
-        up = down = 0
-        for name, cell in table["cells"][method].items():
-            if cell.get("p_bm25", math.nan) < ALPHA:  # NaN (no test) compares False
-                up += cell["means"]["nDCG@10"] > bm25[name]
-                down += cell["means"]["nDCG@10"] < bm25[name]
-        cells[method] = f"{table['means'][method]:.4f}" + (f" ({up}/{down})" if method != "bm25" else "")
+    for method in table.rows:
+        up, down = table.significant_wins(method)
+        cells[method] = f"{table.mean(method):.4f}" + (f" ({up}/{down})" if method != BASELINE else "")
     return label, cells
 
 

@@ -96,6 +96,13 @@ class Table:
                            "means": {r: self.mean(r) for r in self.rows}, "fitted": self.fitted},
                           indent=1, sort_keys=True) + "\n"
 
+    @classmethod
+    def from_json(cls, data: Mapping) -> "Table":
+        """The table of one :meth:`to_json` object (an entry of a `loco` folder's ``report.json``)."""
+        cells = {r: {c: Cell(**{**cell, "wtl_bm25": tuple(cell["wtl_bm25"])}) for c, cell in cs.items()}
+                 for r, cs in data["cells"].items()}
+        return cls(data["protocol"], data["top_k"], list(data["rows"]), list(data["collections"]), cells, dict(data["fitted"]))
+
 
 def collection_runs(data: PooledData, protocol: Protocol, collection: str, top_k: int,
                     extra: Mapping[str, Run] = ()) -> dict[str, Run]:

@@ -8,7 +8,7 @@ from routehead_pyserini.eval import loco
 from routehead_pyserini.engine.cache import QueryScores
 from routehead_pyserini.heads.head_set import normalise_scores
 from routehead_pyserini.eval.loco import METHODS, SearchSpace, fit, leave_one_collection_out, pooled_cross_validation
-from routehead_pyserini.eval.loco_report import build_table
+from routehead_pyserini.eval.loco_report import Table, build_table
 from routehead_pyserini.heads.pooled import Collection, PooledData, PooledQuery, pooled_qid
 from routehead_pyserini.data.trec import Hit
 from routehead_pyserini.heads.features import Dataset, build_dataset
@@ -97,6 +97,8 @@ def test_learned_rows_find_the_signal_and_the_table_has_its_controls():
     assert all(r["heads"] == 0 for r in protocol.fitted["bm25+dense"])  # the control keeps no head
     text = table.to_markdown()
     assert "| heads+bm25 |" in text and "sig. up/down" in text
+    again = Table.from_json(json.loads(table.to_json()))  # what report.json readers (scripts/models_table.py) get back
+    assert again.to_json() == table.to_json() and again.significant_wins("heads+bm25") == table.significant_wins("heads+bm25")
 
 
 def test_pooled_cv_scores_every_query_once():
